@@ -1,0 +1,51 @@
+"""The `extraction-pipeline` console script: argument parsing only; the work lives elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="extraction-pipeline",
+        description="PDF documents to validated, structured records, on Dagster and Postgres.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser(
+        "dev", help="run the Dagster UI, daemon, sensor and schedules (the main job)"
+    )
+    dev.add_argument("--host", default=os.environ.get("EXTRACTION_UI_HOST", "127.0.0.1"))
+    dev.add_argument("--port", type=int, default=int(os.environ.get("EXTRACTION_UI_PORT", "3000")))
+
+    demo = commands.add_parser("demo", help="copy sample invoice PDFs into the drop folder")
+    demo.add_argument("--count", type=int, default=6, help="how many invoices (default 6)")
+
+    args = parser.parse_args(argv)
+    if args.command == "dev":
+        from extraction_pipeline.launcher import run_dev
+
+        return run_dev(args.host, args.port)
+    if args.command == "demo":
+        return _demo(args.count)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _demo(count: int) -> int:
+    from extraction_pipeline.core.settings import Settings
+    from extraction_pipeline.samples import write_demo_documents
+
+    inbox = Settings.from_env().inbox
+    paths = write_demo_documents(inbox, count=count)
+    for path in paths:
+        print(f"  {path.name}")
+    print(f"{len(paths)} sample invoices are in {inbox}; the inbox sensor picks them up.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The one interface every stored byte goes through.
+
+Everything durable that is not in Postgres lives in an `ObjectStore`: originals, registrations,
+extracted records and tables. Names are `/`-separated relative paths. The local implementation
+writes atomically (temporary file, then rename) so a crash never leaves half a file behind; an
+object-storage implementation can replace it without touching callers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+
+class ObjectStore(Protocol):
+    """Bytes by name. Writes are atomic and last-writer-wins."""
+
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def get(self, name: str) -> bytes:
+        """Return the object's bytes; raise `FileNotFoundError` when it does not exist."""
+        ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Names under `prefix` (a folder-like path), in no particular order."""
+        ...
+
+    def uri(self, name: str) -> str:
+        """Where a person can find the object (a path or URL), for metadata and logs."""
+        ...
+
+
+class LocalObjectStore:
+    """An `ObjectStore` in a local directory (the data dir)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def _path(self, name: str) -> Path:
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise ValueError(f"invalid object name {name!r}")
+        return self.root.joinpath(*relative.parts)
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def get(self, name: str) -> bytes:
+        return self._path(name).read_bytes()
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                yield path.relative_to(self.root).as_posix()
+
+    def uri(self, name: str) -> str:
+        return str(self._path(name).resolve())

@@ -1,0 +1,190 @@
+"""`extraction-pipeline dev`: the database, then the Dagster webserver and daemon, as one unit.
+
+Everything started here is stopped here: Ctrl-C (or SIGTERM) stops `dagster dev` and every
+process under it, then the embedded Postgres, and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.postgres import embedded_postgres, mask_url, normalize_url
+
+MANAGED_MARKER = "# managed by extraction-pipeline"
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+STOP_GRACE_SECONDS = 20.0
+
+
+class ProjectNotFound(RuntimeError):
+    """No workspace.yaml and dagster.yaml found: the command must run inside the project."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The resolved deployment: what every process started by the CLI is given."""
+
+    project_root: Path
+    dagster_home: Path
+    settings: Settings
+
+    def child_env(self, database_url: str, base: Mapping[str, str]) -> dict[str, str]:
+        env = dict(base)
+        env.update(
+            DAGSTER_HOME=str(self.dagster_home),
+            EXTRACTION_PG_URL=database_url,
+            EXTRACTION_DATA_DIR=str(self.settings.data_dir),
+            EXTRACTION_INBOX=str(self.settings.inbox),
+        )
+        return env
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest folder (from the cwd up) holding workspace.yaml and dagster.yaml; else the
+    checkout this package was installed from in editable mode."""
+    candidates = [start or Path.cwd(), *(start or Path.cwd()).parents]
+    candidates.append(Path(__file__).resolve().parent.parent)
+    for folder in candidates:
+        if (folder / "workspace.yaml").is_file() and (folder / "dagster.yaml").is_file():
+            return folder
+    raise ProjectNotFound(
+        "no workspace.yaml and dagster.yaml here or above: run this inside the project folder"
+    )
+
+
+def resolve_environment(env: Mapping[str, str] | None = None) -> Environment:
+    env = os.environ if env is None else env
+    root = find_project_root()
+    dagster_home = Path(env.get("DAGSTER_HOME") or ".dagster_home").absolute()
+    return Environment(root, dagster_home, Settings.from_env(env))
+
+
+def prepare_dagster_home(environment: Environment) -> None:
+    """Create DAGSTER_HOME and (re)write its dagster.yaml from the project's, unless the user has
+    taken the copy over by deleting the marker line."""
+    environment.dagster_home.mkdir(parents=True, exist_ok=True)
+    source = (environment.project_root / "dagster.yaml").read_text()
+    target = environment.dagster_home / "dagster.yaml"
+    if not target.exists() or MANAGED_MARKER in target.read_text():
+        target.write_text(source)
+
+
+@contextlib.contextmanager
+def database(environment: Environment, env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """Yield (url, description): the configured server, or the embedded one started for us."""
+    configured = env.get("EXTRACTION_PG_URL")
+    if configured:
+        yield normalize_url(configured), "EXTRACTION_PG_URL"
+        return
+    pgdata = environment.dagster_home / "pgdata"
+    with embedded_postgres(pgdata) as url:
+        yield url, f"embedded PostgreSQL, data in {pgdata}"
+
+
+def model_endpoint(env: Mapping[str, str]) -> str:
+    return env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
+
+
+def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
+    """Run the whole local deployment until interrupted; return the exit code."""
+    env = dict(os.environ if env is None else env)
+    environment = resolve_environment(env)
+    prepare_dagster_home(environment)
+    environment.settings.inbox.mkdir(parents=True, exist_ok=True)
+    environment.settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    with database(environment, env) as (url, where):
+        ui = f"http://{host}:{port}"
+        _say(
+            "extraction-pipeline dev",
+            f"  Dagster UI     {ui}",
+            f"  database       {mask_url(url)}  ({where})",
+            f"  DAGSTER_HOME   {environment.dagster_home}",
+            f"  drop folder    {environment.settings.inbox}",
+            f"  data dir       {environment.settings.data_dir}",
+            f"  model endpoint {model_endpoint(env)}",
+            "  Ctrl-C stops everything started here.",
+        )
+        command = [
+            sys.executable, "-m", "dagster", "dev",
+            "-w", str(environment.project_root / "workspace.yaml"),
+            "-h", host, "-p", str(port),
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            cwd=environment.project_root,
+            env=environment.child_env(url, env),
+            start_new_session=True,  # its own process group: we stop all of it, and only it
+        )
+        threading.Thread(target=_announce_when_ready, args=(ui, stop), daemon=True).start()
+        try:
+            while process.poll() is None and not stop.is_set():
+                stop.wait(0.5)
+        finally:
+            code = _stop_process_group(process)
+    _say("extraction-pipeline dev: stopped")
+    return 0 if stop.is_set() else code
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _stop_process_group(process: subprocess.Popen[bytes]) -> int:
+    """SIGINT to `dagster dev` (it stops its webserver, daemon and code servers), then SIGKILL
+    to whatever of its process group is still there after the grace period."""
+    group = process.pid
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGINT)
+    try:
+        code = process.wait(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        code = -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while _group_alive(group) and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM if time.monotonic() < deadline - 3 else signal.SIGKILL)
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+    return code
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _announce_when_ready(ui: str, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen(f"{ui}/server_info", timeout=2):
+                _say(f"extraction-pipeline dev: the Dagster UI is ready at {ui}")
+                return
+        except OSError:
+            stop.wait(1.0)
+
+
+def _say(*lines: str) -> None:
+    print("\n".join(lines), flush=True)
