@@ -1,0 +1,42 @@
+"""Settings of the model simulator: latency, injected faults, batch pacing, cache accounting."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from extraction_pipeline.simulator.faults import FaultRule
+
+DEFAULT_MODELS = ("gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano", "gpt-5-mini", "gpt-5.6-luna")
+
+
+class SimulatorConfig(BaseModel):
+    """Knobs of a simulator instance; the control endpoint `POST /_sim/settings` changes them live.
+
+    - `latency_seconds` + uniform(0, `jitter_seconds`): delay before each model answer.
+    - `batch_phase_seconds`: time a batch spends in each of validating, in_progress, finalizing
+      (and cancelling) before moving on.
+    - `cached_input_tokens`: reported as cached (capped at the input tokens), to exercise the
+      cached-input price.
+    - `seed`: seeds jitter and fault rates, so runs are reproducible.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_seconds: float = Field(default=0.0, ge=0)
+    jitter_seconds: float = Field(default=0.0, ge=0)
+    faults: list[FaultRule] = Field(default_factory=list)
+    batch_phase_seconds: float = Field(default=0.2, ge=0)
+    cached_input_tokens: int = Field(default=0, ge=0)
+    seed: int = 0
+    models: tuple[str, ...] = DEFAULT_MODELS
+
+
+class SimulatorSettings(BaseModel):
+    """A partial update of the live settings (control endpoint body); None leaves a value as is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_seconds: float | None = Field(default=None, ge=0)
+    jitter_seconds: float | None = Field(default=None, ge=0)
+    batch_phase_seconds: float | None = Field(default=None, ge=0)
+    cached_input_tokens: int | None = Field(default=None, ge=0)
