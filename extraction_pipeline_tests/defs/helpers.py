@@ -1,0 +1,28 @@
+"""Helpers for Dagster tests: definitions on test settings, files dropped into an inbox."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.definitions import build_definitions
+
+
+def definitions_for(settings: Settings) -> dg.Definitions:
+    return build_definitions(settings)
+
+
+def drop(inbox: Path, name: str, data: bytes, age_seconds: float = 0.0) -> Path:
+    """Write a file into the inbox the way a careful producer does (temp file, then rename)."""
+    path = inbox / name
+    temporary = inbox / f".{name}.part"
+    temporary.write_bytes(data)
+    if age_seconds:
+        stamp = time.time() - age_seconds
+        os.utime(temporary, (stamp, stamp))
+    temporary.replace(path)
+    return path

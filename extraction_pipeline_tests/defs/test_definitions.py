@@ -1,0 +1,23 @@
+import dagster as dg
+
+from extraction_pipeline.core.settings import Settings
+from extraction_pipeline_tests.defs.helpers import definitions_for
+
+
+def test_definitions_load_with_intake_wiring(settings: Settings) -> None:
+    defs = definitions_for(settings)
+    repository = defs.get_repository_def()
+    assert repository.has_job("intake_job")
+    sensor = defs.resolve_sensor_def("inbox_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == settings.sensor_interval_seconds
+    asset = defs.resolve_assets_def("source_document")
+    assert isinstance(asset.partitions_def, dg.DynamicPartitionsDefinition)
+    assert asset.partitions_def.name == "documents"
+    assert asset.descriptions_by_key[dg.AssetKey("source_document")]
+
+
+def test_module_definitions_load_from_environment() -> None:
+    from extraction_pipeline.definitions import defs
+
+    assert defs.resolve_sensor_def("inbox_sensor") is not None

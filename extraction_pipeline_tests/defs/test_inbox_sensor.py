@@ -1,0 +1,146 @@
+"""The inbox sensor's decisions on a real Postgres instance: run requests, partitions, cursor."""
+
+import dagster as dg
+import pytest
+
+from extraction_pipeline.core.inbox import IntakeCursor
+from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline_tests.defs.helpers import definitions_for, drop
+from extraction_pipeline_tests.pdfs import good_pdf
+
+
+class Tick:
+    """Evaluates the sensor like the daemon does: applies its partition requests and cursor."""
+
+    def __init__(self, instance: dg.DagsterInstance, settings: Settings) -> None:
+        self.instance = instance
+        self.defs = definitions_for(settings)
+        self.sensor = self.defs.resolve_sensor_def("inbox_sensor")
+        self.cursor: str | None = None
+
+    def __call__(self) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursor,
+            definitions=self.defs,
+            resources=self.defs.resources,
+        )
+        result = self.sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
+        self.cursor = result.cursor
+        return result
+
+
+@pytest.fixture
+def tick(instance: dg.DagsterInstance, settings: Settings) -> Tick:
+    return Tick(instance, settings)
+
+
+def skipped(result: dg.SensorResult) -> str:
+    assert result.skip_reason is not None
+    return result.skip_reason.skip_message or ""
+
+
+def added_keys(result: dg.SensorResult) -> list[str]:
+    return [k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys]
+
+
+def test_new_pdfs_become_partitions_and_one_ranged_run(tick: Tick, settings: Settings) -> None:
+    for index in (1, 2, 3):
+        drop(settings.inbox, f"invoice {index}.pdf", good_pdf(index), age_seconds=5)
+    result = tick()
+    keys = added_keys(result)
+    assert [k.split("-")[1] for k in keys] == ["1", "2", "3"]
+    (request,) = result.run_requests
+    assert request.tags[RANGE_START_TAG] == keys[0]
+    assert request.tags[RANGE_END_TAG] == keys[-1]
+    assert request.run_key == f"intake:{keys[0]}..{keys[-1]}"
+    assert tick.instance.get_dynamic_partitions("documents") == keys
+    registry = DocumentRegistry(LocalObjectStore(settings.data_dir))
+    assert registry.original(registry.get(keys[0])) == good_pdf(1)
+    assert IntakeCursor.parse(result.cursor).watermark_ns > 0
+
+
+def test_single_new_pdf_gets_a_partition_keyed_run(tick: Tick, settings: Settings) -> None:
+    drop(settings.inbox, "one.pdf", good_pdf())
+    result = tick()
+    (request,) = result.run_requests
+    assert request.partition_key == added_keys(result)[0]
+
+
+def test_next_tick_costs_nothing_for_files_already_taken(tick: Tick, settings: Settings) -> None:
+    drop(settings.inbox, "a.pdf", good_pdf())
+    first = tick()
+    assert len(added_keys(first)) == 1
+    second = tick()
+    assert second.run_requests == [] and added_keys(second) == []
+    assert skipped(second) == "no new files"
+    assert second.cursor is not None
+
+
+def test_renamed_and_redropped_copies_never_make_a_second_document(
+    tick: Tick, settings: Settings
+) -> None:
+    drop(settings.inbox, "a.pdf", good_pdf())
+    (key,) = added_keys(tick())
+    drop(settings.inbox, "renamed copy.pdf", good_pdf())
+    (settings.inbox / "a.pdf").unlink()
+    drop(settings.inbox, "a.pdf", good_pdf())  # re-dropped: new ctime, same bytes
+    result = tick()
+    assert result.run_requests == [] and added_keys(result) == []
+    assert skipped(result) == "1 already known, 1 duplicate content"
+    assert tick.instance.get_dynamic_partitions("documents") == [key]
+
+
+def test_growing_file_waits_until_it_settles(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
+    slow = Settings(**{**settings.__dict__, "settle_seconds": 30.0})
+    tick = Tick(instance, slow)
+    drop(slow.inbox, "copying.pdf", good_pdf())
+    result = tick()
+    assert result.run_requests == [] and skipped(result) == "1 still growing"
+    assert (
+        IntakeCursor.parse(result.cursor).watermark_ns
+        <= (slow.inbox / "copying.pdf").stat().st_ctime_ns
+    )
+
+
+def test_non_pdf_files_are_ignored(tick: Tick, settings: Settings) -> None:
+    drop(settings.inbox, "notes.txt", b"not a pdf")
+    drop(settings.inbox, "photo.jpg", b"\xff\xd8\xff")
+    result = tick()
+    assert result.run_requests == [] and skipped(result) == "2 not PDF"
+
+
+def test_cap_limits_keys_per_tick_and_the_rest_follow(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
+    capped = Settings(**{**settings.__dict__, "sensor_max_files": 2})
+    tick = Tick(instance, capped)
+    for index in range(5):
+        drop(capped.inbox, f"doc{index}.pdf", good_pdf(index + 1), age_seconds=5)
+    sizes = [len(added_keys(tick())) for _ in range(4)]
+    assert sizes == [2, 2, 1, 0]
+    assert len(instance.get_dynamic_partitions("documents")) == 5
+
+
+def test_registered_document_whose_partition_is_missing_is_restored(
+    tick: Tick, settings: Settings
+) -> None:
+    # A tick that registered the file but whose partition request never applied (daemon crash).
+    record = (
+        DocumentRegistry(LocalObjectStore(settings.data_dir)).register("a.pdf", good_pdf()).record
+    )
+    drop(settings.inbox, "a.pdf", good_pdf())
+    result = tick()
+    assert added_keys(result) == [record.document_key]
+    (request,) = result.run_requests
+    assert request.partition_key == record.document_key
