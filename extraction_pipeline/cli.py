@@ -24,6 +24,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="copy sample invoice PDFs into the drop folder")
     demo.add_argument("--count", type=int, default=6, help="how many invoices (default 6)")
 
+    commands.add_parser(
+        "simulate-model",
+        help="serve the OpenAI-compatible model simulator on loopback (see --help)",
+        add_help=False,
+    )
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate-model"]:
+        from extraction_pipeline.simulator.server import main as simulate_model
+
+        return simulate_model(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "dev":
         from extraction_pipeline.launcher import run_dev

@@ -3,23 +3,37 @@
 import dagster as dg
 
 from extraction_pipeline.core.settings import Settings
-from extraction_pipeline.defs.intake_assets import source_document
-from extraction_pipeline.defs.jobs import intake_job
-from extraction_pipeline.defs.resources import DocumentStoreResource
+from extraction_pipeline.defs.checks import invoice_checks
+from extraction_pipeline.defs.document_assets import build_document_assets
+from extraction_pipeline.defs.jobs import intake_job, source_job
+from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
 from extraction_pipeline.defs.sensors import build_inbox_sensor
+from extraction_pipeline.defs.table_assets import build_table_assets
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    tables = build_table_assets(settings.extraction.schema)
     return dg.Definitions(
-        assets=[source_document],
-        jobs=[intake_job],
-        sensors=[build_inbox_sensor(settings, intake_job)],
+        assets=[build_document_assets(settings.extraction.schema), tables],
+        asset_checks=[invoice_checks],
+        jobs=[intake_job, source_job],
+        sensors=[
+            build_inbox_sensor(settings),
+            dg.AutomationConditionSensorDefinition(
+                "tables_automation",
+                target=dg.AssetSelection.assets(tables),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=settings.tables_interval_seconds,
+                description="Refreshes the Parquet tables as extraction outcomes arrive.",
+            ),
+        ],
         resources={
             "document_store": DocumentStoreResource(
                 data_dir=str(settings.data_dir),
                 max_pages=settings.pdf_limits.max_pages,
                 max_bytes=settings.pdf_limits.max_bytes,
-            )
+            ),
+            "extraction_agent": ExtractionAgentResource.from_settings(settings.extraction),
         },
         # Steps run inside the run's process: a run is already one process per batch of
         # documents, and concurrency lives inside the extraction step.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,8 @@ from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.postgres import embedded_postgres, mask_url, normalize_url
 
 MANAGED_MARKER = "# managed by extraction-pipeline"
+# Not a secret: the simulator accepts any key, the SDK just insists on having one.
+SIMULATOR_API_KEY = "sk-simulator-no-real-key"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 STOP_GRACE_SECONDS = 20.0
 
@@ -95,6 +98,45 @@ def model_endpoint(env: Mapping[str, str]) -> str:
     return env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
 
 
+@contextlib.contextmanager
+def model_simulator_if_no_key(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes] | None]:
+    """Without OPENAI_API_KEY, serve the model simulator and point the pipeline at it (in `env`)."""
+    if env.get("OPENAI_API_KEY"):
+        yield None
+        return
+    port = _free_port()
+    latency = env.get("EXTRACTION_SIMULATOR_LATENCY", "0.5")
+    command = [
+        sys.executable, "-m", "extraction_pipeline.cli", "simulate-model",
+        "--port", str(port), "--latency", latency,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, start_new_session=True)
+    env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
+    env["OPENAI_API_KEY"] = SIMULATOR_API_KEY
+    try:
+        _wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)
+        yield process
+    finally:
+        _stop_process_group(process)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the model simulator did not answer at {url}")
+
+
 def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
     """Run the whole local deployment until interrupted; return the exit code."""
     env = dict(os.environ if env is None else env)
@@ -105,7 +147,7 @@ def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
 
     stop = threading.Event()
     _install_stop_handlers(stop)
-    with database(environment, env) as (url, where):
+    with database(environment, env) as (url, where), model_simulator_if_no_key(env) as simulator:
         ui = f"http://{host}:{port}"
         _say(
             "extraction-pipeline dev",
@@ -115,8 +157,20 @@ def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
             f"  drop folder    {environment.settings.inbox}",
             f"  data dir       {environment.settings.data_dir}",
             f"  model endpoint {model_endpoint(env)}",
+            f"  model          {environment.settings.extraction.model} "
+            f"({environment.settings.extraction.api_mode} API, schema "
+            f"{environment.settings.extraction.schema})",
             "  Ctrl-C stops everything started here.",
         )
+        if simulator is not None:
+            _say(
+                "",
+                "  !! OPENAI_API_KEY is not set: extraction uses the MODEL SIMULATOR at",
+                f"  !! {model_endpoint(env)} (deterministic answers read from the PDF text,",
+                "  !! no real model, costs are what the price table says it would cost).",
+                "  !! Set OPENAI_API_KEY (and optionally OPENAI_BASE_URL) to use a real model.",
+                "",
+            )
         command = [
             sys.executable, "-m", "dagster", "dev",
             "-w", str(environment.project_root / "workspace.yaml"),

@@ -104,7 +104,7 @@ def invoice_pdf(invoice: SampleInvoice, extra_text: str = "") -> bytes:
         f"Bill to: {invoice.customer_name}",
         f"Currency: {invoice.currency}",
         "",
-        "Item: description | quantity | unit price | amount",
+        "Items (description | quantity | unit price | amount):",
     ]
     lines += [
         f"Item: {item.description} | {item.quantity:g} | {item.unit_price:.2f} | {item.amount:.2f}"

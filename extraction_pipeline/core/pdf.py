@@ -79,14 +79,7 @@ def read_pdf(data: bytes, limits: PdfLimits | None = None) -> PdfDocumentInfo:
     _check_bytes(data, limits)
     document = _open(data)
     try:
-        page_count = len(document)
-        if page_count > limits.max_pages:
-            raise TooLarge(
-                f"the PDF has {page_count} pages; the limit is {limits.max_pages} "
-                "(EXTRACTION_MAX_PAGES)"
-            )
-        if page_count == 0:
-            raise CorruptPdf("the PDF has no pages")
+        page_count = _check_pages(len(document), limits)
         page_texts = tuple(_page_text(document, index) for index in range(page_count))
     finally:
         document.close()
@@ -97,6 +90,18 @@ def read_pdf(data: bytes, limits: PdfLimits | None = None) -> PdfDocumentInfo:
         page_texts=page_texts,
         has_text_layer=_has_text_layer(page_texts),
     )
+
+
+def check_pdf(data: bytes, limits: PdfLimits | None = None) -> int:
+    """Cheap readability check (opens the document, reads no text); returns the page count or
+    raises the same `UnreadablePdf` that `read_pdf` would."""
+    limits = limits or PdfLimits()
+    _check_bytes(data, limits)
+    document = _open(data)
+    try:
+        return _check_pages(len(document), limits)
+    finally:
+        document.close()
 
 
 def render_pages_png(data: bytes, dpi: int = 150, max_pages: int | None = None) -> list[bytes]:
@@ -130,6 +135,17 @@ def _check_bytes(data: bytes, limits: PdfLimits) -> None:
     if PDF_MAGIC not in data[:MAGIC_SEARCH_BYTES]:
         head = data[:8].hex(" ")
         raise NotAPdf(f"the file does not start with a PDF header (%PDF-); first bytes: {head}")
+
+
+def _check_pages(page_count: int, limits: PdfLimits) -> int:
+    if page_count > limits.max_pages:
+        raise TooLarge(
+            f"the PDF has {page_count} pages; the limit is {limits.max_pages} "
+            "(EXTRACTION_MAX_PAGES)"
+        )
+    if page_count == 0:
+        raise CorruptPdf("the PDF has no pages")
+    return page_count
 
 
 def _open(data: bytes) -> pdfium.PdfDocument:

@@ -7,11 +7,68 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from extraction_pipeline.core.agent_config import DEFAULT_MODEL, AgentConfig
+from extraction_pipeline.core.costs import load_price_table
 from extraction_pipeline.core.pdf import PdfLimits
 
 
 class SettingsError(ValueError):
     """An environment variable holds a value the pipeline cannot use."""
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """How documents are extracted: model, schema, concurrency and limits."""
+
+    model: str = DEFAULT_MODEL
+    api_mode: str = "responses"
+    input_mode: str = "auto"
+    schema: str = "invoice"
+    base_url: str | None = None
+    max_concurrency: int = 8
+    rpm: int = 0
+    tpm: int = 0
+    timeout_seconds: float = 120.0
+    max_retries: int = 4
+    prices: str | None = None
+    docs_per_run: int = 100
+
+    def agent_config(self, api_key: str | None) -> AgentConfig:
+        return AgentConfig(
+            model=self.model,
+            api_mode=self.api_mode,  # type: ignore[arg-type]  # validated by AgentConfig
+            input_mode=self.input_mode,  # type: ignore[arg-type]
+            base_url=self.base_url,
+            api_key=api_key,
+            max_concurrency=self.max_concurrency,
+            rpm=self.rpm or None,
+            tpm=self.tpm or None,
+            timeout_seconds=self.timeout_seconds,
+            max_retries=self.max_retries,
+            prices=load_price_table(self.prices),
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ExtractionSettings:
+        settings = cls(
+            model=env.get("EXTRACTION_MODEL") or DEFAULT_MODEL,
+            api_mode=env.get("EXTRACTION_API") or "responses",
+            input_mode=env.get("EXTRACTION_INPUT") or "auto",
+            schema=env.get("EXTRACTION_SCHEMA") or "invoice",
+            base_url=env.get("OPENAI_BASE_URL") or None,
+            max_concurrency=_int(env, "EXTRACTION_MAX_CONCURRENCY", 8, minimum=1),
+            rpm=_int(env, "EXTRACTION_RPM", 0),
+            tpm=_int(env, "EXTRACTION_TPM", 0),
+            timeout_seconds=_float(env, "EXTRACTION_TIMEOUT", 120.0),
+            max_retries=_int(env, "EXTRACTION_MAX_RETRIES", 4),
+            prices=env.get("EXTRACTION_PRICES") or None,
+            docs_per_run=_int(env, "EXTRACTION_DOCS_PER_RUN", 100, minimum=1),
+        )
+        try:
+            settings.agent_config(api_key=None)
+        except ValueError as error:
+            raise SettingsError(f"extraction settings: {error}") from error
+        return settings
 
 
 @dataclass(frozen=True)
@@ -24,6 +81,8 @@ class Settings:
     sensor_max_files: int = 100
     settle_seconds: float = 2.0
     pdf_limits: PdfLimits = field(default_factory=PdfLimits)
+    extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
+    tables_interval_seconds: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -36,6 +95,8 @@ class Settings:
             sensor_interval_seconds=_int(env, "EXTRACTION_SENSOR_INTERVAL", 5, minimum=1),
             sensor_max_files=_int(env, "EXTRACTION_SENSOR_MAX_FILES", 100, minimum=1),
             settle_seconds=_float(env, "EXTRACTION_SETTLE_SECONDS", 2.0),
+            extraction=ExtractionSettings.from_env(env),
+            tables_interval_seconds=_int(env, "EXTRACTION_TABLES_INTERVAL", 10, minimum=1),
             pdf_limits=PdfLimits(
                 max_bytes=_int(env, "EXTRACTION_MAX_BYTES", PdfLimits.max_bytes, minimum=1),
                 max_pages=_int(env, "EXTRACTION_MAX_PAGES", PdfLimits.max_pages, minimum=1),

@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+# mkstemp creates owner-only files; stored data is meant to be readable like any written file.
+_FILE_MODE = 0o644
+
 
 class ObjectStore(Protocol):
     """Bytes by name. Writes are atomic and last-writer-wins."""
@@ -56,6 +59,7 @@ class LocalObjectStore:
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
+            os.chmod(temporary, _FILE_MODE)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

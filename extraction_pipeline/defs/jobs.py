@@ -2,12 +2,19 @@
 
 import dagster as dg
 
-from extraction_pipeline.defs.intake_assets import source_document
 from extraction_pipeline.defs.partitions import documents_partitions
 
 intake_job = dg.define_asset_job(
     "intake_job",
-    selection=dg.AssetSelection.assets(source_document),
+    selection=dg.AssetSelection.assets("source_document", "extraction"),
     partitions_def=documents_partitions,
-    description="Materialise newly arrived documents; launched by the inbox sensor.",
+    description="Store, read and extract newly arrived documents; launched by the inbox sensor.",
+)
+
+# Unreadable documents run on their own: their failure must not skip their neighbours' extraction.
+source_job = dg.define_asset_job(
+    "source_job",
+    selection=dg.AssetSelection.assets("source_document"),
+    partitions_def=documents_partitions,
+    description="Record unreadable documents (their source_document fails with the reason).",
 )

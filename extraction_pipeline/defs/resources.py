@@ -1,14 +1,19 @@
-"""Resources: the data dir (document registry, originals) as one configurable resource."""
+"""Resources: the data dir (registry, originals, records, tables) and the extraction model."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import BaseModel, Field
 
+from extraction_pipeline.core.agent_config import AgentConfig
 from extraction_pipeline.core.pdf import PdfLimits
+from extraction_pipeline.core.records import RecordStore
 from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.schemas import load_schema
+from extraction_pipeline.core.settings import ExtractionSettings
 from extraction_pipeline.core.store import LocalObjectStore, ObjectStore
 
 
@@ -25,5 +30,69 @@ class DocumentStoreResource(dg.ConfigurableResource):
     def registry(self) -> DocumentRegistry:
         return DocumentRegistry(self.object_store())
 
+    def records(self) -> RecordStore:
+        return RecordStore(self.object_store())
+
     def pdf_limits(self) -> PdfLimits:
         return PdfLimits(max_bytes=self.max_bytes, max_pages=self.max_pages)
+
+
+class ExtractionAgentResource(dg.ConfigurableResource):
+    """The model the documents are extracted with, and how hard it may be driven.
+
+    The API key is read from the environment variable named by `api_key_env_var` when a run
+    calls the model, so it is never stored in the definitions, run config or event log, and runs
+    that do not call the model (e.g. `source_job`) do not need it.
+    """
+
+    model: str = Field(description="EXTRACTION_MODEL")
+    api_mode: str = Field(description="EXTRACTION_API: responses or chat")
+    input_mode: str = Field(description="EXTRACTION_INPUT: auto, text, pdf or images")
+    schema_ref: str = Field(description="EXTRACTION_SCHEMA: 'invoice' or 'package.module:Model'")
+    base_url: str | None = Field(default=None, description="OPENAI_BASE_URL")
+    api_key_env_var: str = Field(
+        default="OPENAI_API_KEY", description="Environment variable holding the API key."
+    )
+    max_concurrency: int = Field(description="EXTRACTION_MAX_CONCURRENCY, per run")
+    rpm: int = Field(default=0, description="EXTRACTION_RPM, per run; 0: unlimited")
+    tpm: int = Field(default=0, description="EXTRACTION_TPM, per run; 0: unlimited")
+    timeout_seconds: float = Field(description="EXTRACTION_TIMEOUT")
+    max_retries: int = Field(description="EXTRACTION_MAX_RETRIES")
+    prices: str | None = Field(default=None, description="EXTRACTION_PRICES: JSON or a path")
+
+    @classmethod
+    def from_settings(cls, settings: ExtractionSettings) -> ExtractionAgentResource:
+        return cls(
+            model=settings.model,
+            api_mode=settings.api_mode,
+            input_mode=settings.input_mode,
+            schema_ref=settings.schema,
+            base_url=settings.base_url,
+            max_concurrency=settings.max_concurrency,
+            rpm=settings.rpm,
+            tpm=settings.tpm,
+            timeout_seconds=settings.timeout_seconds,
+            max_retries=settings.max_retries,
+            prices=settings.prices,
+        )
+
+    def settings(self) -> ExtractionSettings:
+        return ExtractionSettings(
+            model=self.model,
+            api_mode=self.api_mode,
+            input_mode=self.input_mode,
+            schema=self.schema_ref,
+            base_url=self.base_url,
+            max_concurrency=self.max_concurrency,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            timeout_seconds=self.timeout_seconds,
+            max_retries=self.max_retries,
+            prices=self.prices,
+        )
+
+    def agent_config(self) -> AgentConfig:
+        return self.settings().agent_config(api_key=os.environ.get(self.api_key_env_var))
+
+    def schema(self) -> type[BaseModel]:
+        return load_schema(self.schema_ref)

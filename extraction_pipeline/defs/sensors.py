@@ -4,11 +4,11 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from extraction_pipeline.core.inbox import IntakeCursor, plan_intake, scan_inbox
 from extraction_pipeline.core.intake import IntakeDecision, take_documents
 from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.defs.jobs import intake_job, source_job
 from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
 from extraction_pipeline.defs.resources import DocumentStoreResource
 
@@ -17,34 +17,36 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def intake_run_requests(decision: IntakeDecision) -> list[dg.RunRequest]:
-    """One ranged run for the documents registered this tick (they are contiguous in partition
-    order, having been added together), and one run per restored document."""
+    """A ranged run per group of documents registered this tick (each group is contiguous in
+    partition order, having been added together): the readable ones through extraction, the
+    unreadable ones through source_document alone; and a run per restored document."""
     requests: list[dg.RunRequest] = []
-    new = decision.new_keys
-    if len(new) == 1:
-        requests.append(dg.RunRequest(partition_key=new[0], run_key=f"intake:{new[0]}"))
-    elif new:
-        requests.append(
-            dg.RunRequest(
-                run_key=f"intake:{new[0]}..{new[-1]}",
-                tags={RANGE_START_TAG: new[0], RANGE_END_TAG: new[-1]},
+    for keys, job in ((decision.new_keys, intake_job), (decision.unreadable_keys, source_job)):
+        if len(keys) == 1:
+            requests.append(
+                dg.RunRequest(partition_key=keys[0], run_key=f"intake:{keys[0]}", job_name=job.name)
             )
-        )
+        elif keys:
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"intake:{keys[0]}..{keys[-1]}",
+                    job_name=job.name,
+                    tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+                )
+            )
     requests += [
-        dg.RunRequest(partition_key=key, run_key=f"intake:{key}:restored")
+        dg.RunRequest(partition_key=key, run_key=f"intake:{key}:restored", job_name=intake_job.name)
         for key in decision.restored_keys
     ]
     return requests
 
 
-def build_inbox_sensor(
-    settings: Settings, job: dg.JobDefinition | UnresolvedAssetJobDefinition
-) -> dg.SensorDefinition:
+def build_inbox_sensor(settings: Settings) -> dg.SensorDefinition:
     inbox: Path = settings.inbox
 
     @dg.sensor(
         name="inbox_sensor",
-        job=job,
+        jobs=[intake_job, source_job],
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
@@ -71,6 +73,7 @@ def build_inbox_sensor(
             partition_exists=lambda key: context.instance.has_dynamic_partition(
                 DOCUMENTS_PARTITIONS_NAME, key
             ),
+            limits=document_store.pdf_limits(),
         )
         _log_decision(context, decision)
         if not decision.keys_to_add:
@@ -89,9 +92,11 @@ def build_inbox_sensor(
 def _log_decision(context: dg.SensorEvaluationContext, decision: IntakeDecision) -> None:
     for name, key in decision.duplicates:
         context.log.info(f"{name}: same content as document {key}; not a new document")
+    for key, reason in decision.unreadable:
+        context.log.warning(f"{key}: unreadable ({reason}); recorded by its own source run")
     for name in decision.ignored:
         context.log.info(f"{name}: ignored, not a PDF")
     for name in decision.vanished:
         context.log.warning(f"{name}: removed from the inbox before it could be read")
-    if decision.keys_to_add or decision.duplicates or decision.deferred:
+    if decision.keys_to_add or decision.duplicates or decision.deferred or decision.ignored:
         context.log.info(decision.summary())

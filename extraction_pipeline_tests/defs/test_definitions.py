@@ -7,7 +7,7 @@ from extraction_pipeline_tests.defs.helpers import definitions_for
 def test_definitions_load_with_intake_wiring(settings: Settings) -> None:
     defs = definitions_for(settings)
     repository = defs.get_repository_def()
-    assert repository.has_job("intake_job")
+    assert repository.has_job("intake_job") and repository.has_job("source_job")
     sensor = defs.resolve_sensor_def("inbox_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.minimum_interval_seconds == settings.sensor_interval_seconds

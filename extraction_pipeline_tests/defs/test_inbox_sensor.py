@@ -9,7 +9,7 @@ from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline_tests.defs.helpers import definitions_for, drop
-from extraction_pipeline_tests.pdfs import good_pdf
+from extraction_pipeline_tests.pdfs import encrypted_pdf, good_pdf, truncated_pdf
 
 
 class Tick:
@@ -26,7 +26,7 @@ class Tick:
             instance=self.instance,
             cursor=self.cursor,
             definitions=self.defs,
-            resources=self.defs.resources,
+            resources={"document_store": self.defs.resources["document_store"]},
         )
         result = self.sensor(context)
         assert isinstance(result, dg.SensorResult)
@@ -48,6 +48,10 @@ def skipped(result: dg.SensorResult) -> str:
     return result.skip_reason.skip_message or ""
 
 
+def skipped_or_summary(result: dg.SensorResult) -> str | None:
+    return result.skip_reason.skip_message if result.skip_reason else None
+
+
 def added_keys(result: dg.SensorResult) -> list[str]:
     return [k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys]
 
@@ -62,6 +66,7 @@ def test_new_pdfs_become_partitions_and_one_ranged_run(tick: Tick, settings: Set
     assert request.tags[RANGE_START_TAG] == keys[0]
     assert request.tags[RANGE_END_TAG] == keys[-1]
     assert request.run_key == f"intake:{keys[0]}..{keys[-1]}"
+    assert request.job_name == "intake_job"
     assert tick.instance.get_dynamic_partitions("documents") == keys
     registry = DocumentRegistry(LocalObjectStore(settings.data_dir))
     assert registry.original(registry.get(keys[0])) == good_pdf(1)
@@ -73,6 +78,25 @@ def test_single_new_pdf_gets_a_partition_keyed_run(tick: Tick, settings: Setting
     result = tick()
     (request,) = result.run_requests
     assert request.partition_key == added_keys(result)[0]
+    assert request.job_name == "intake_job"
+
+
+def test_unreadable_pdfs_run_apart_so_they_cannot_hold_up_extraction(
+    tick: Tick, settings: Settings
+) -> None:
+    drop(settings.inbox, "good 1.pdf", good_pdf(1), age_seconds=5)
+    drop(settings.inbox, "broken.pdf", truncated_pdf(), age_seconds=4)
+    drop(settings.inbox, "good 2.pdf", good_pdf(2), age_seconds=3)
+    drop(settings.inbox, "locked.pdf", encrypted_pdf(), age_seconds=2)
+    result = tick()
+    keys = added_keys(result)
+    assert [k.rsplit("-", 1)[0] for k in keys] == ["good-1", "good-2", "broken", "locked"]
+    readable, unreadable = result.run_requests
+    assert readable.job_name == "intake_job"
+    assert (readable.tags[RANGE_START_TAG], readable.tags[RANGE_END_TAG]) == (keys[0], keys[1])
+    assert unreadable.job_name == "source_job"
+    assert (unreadable.tags[RANGE_START_TAG], unreadable.tags[RANGE_END_TAG]) == (keys[2], keys[3])
+    assert skipped_or_summary(result) is None
 
 
 def test_next_tick_costs_nothing_for_files_already_taken(tick: Tick, settings: Settings) -> None:

@@ -18,7 +18,7 @@ def test_runs_and_events_land_in_postgres_tables(
         .record.document_key
     )
     instance.add_dynamic_partitions("documents", [key])
-    job = definitions_for(settings).resolve_job_def("intake_job")
+    job = definitions_for(settings).resolve_job_def("source_job")
     result = job.execute_in_process(instance=instance, partition_key=key)
     assert result.success
 

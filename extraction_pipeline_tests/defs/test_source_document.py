@@ -5,7 +5,6 @@ import dagster as dg
 from extraction_pipeline.core.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.defs.intake_assets import source_document
 from extraction_pipeline.defs.partitions import documents_partitions
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline_tests.defs.helpers import definitions_for
@@ -29,10 +28,9 @@ def test_ranged_run_materialises_the_good_and_fails_exactly_the_bad(
     instance.add_dynamic_partitions("documents", list(keys.values()))
     ordered = list(keys.values())
 
-    result = dg.materialize(
-        [source_document],
+    job = definitions_for(settings).resolve_job_def("source_job")
+    result = job.execute_in_process(
         instance=instance,
-        resources=definitions_for(settings).resources,
         tags={RANGE_START_TAG: ordered[0], RANGE_END_TAG: ordered[-1]},
         raise_on_error=False,
     )

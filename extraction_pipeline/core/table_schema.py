@@ -1,0 +1,144 @@
+"""Column layouts of the output tables, derived from the extraction schema.
+
+Top-level scalar fields of the record become columns of the record table (`invoices`); the first
+list-of-objects field (`line_items`) becomes the line table (`invoice_line_items`), one row per
+element. Nested objects that fit neither become JSON text columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    description: str = ""
+    json_encoded: bool = False  # nested values stored as JSON text
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    name: str
+    columns: tuple[Column, ...]
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(column.name, column.type) for column in self.columns])
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+
+@dataclass(frozen=True)
+class RecordLayouts:
+    """The record table and (when the schema has a list of objects) its line table."""
+
+    records: TableLayout
+    lines: TableLayout
+    lines_field: str | None
+
+
+KEY = Column("document_key", pa.string(), "Partition key of the document.")
+LINE_NUMBER = Column("line_number", pa.int32(), "1-based position in the document.")
+
+DOCUMENTS = TableLayout(
+    "documents",
+    (
+        KEY,
+        Column("file_name", pa.string(), "File name when first seen in the drop folder."),
+        Column("sha256", pa.string(), "SHA-256 of the original bytes."),
+        Column("pages", pa.int32(), "Page count."),
+        Column("status", pa.string(), "extracted, needs_review or failed."),
+        Column("model", pa.string(), "Model that answered."),
+        Column("input_tokens", pa.int64(), "Input tokens, all attempts."),
+        Column("cached_input_tokens", pa.int64(), "Of which served from the prompt cache."),
+        Column("output_tokens", pa.int64(), "Output tokens, all attempts."),
+        Column("cost_usd", pa.float64(), "Cost of the extraction from the price table."),
+        Column("attempts", pa.int32(), "Model calls made, retries and repair included."),
+        Column("latency_seconds", pa.float64(), "Time spent waiting for the model."),
+        Column("cache_hit", pa.bool_(), "True when a stored result was reused (not paid again)."),
+        Column("extracted_at", pa.timestamp("us", tz="UTC"), "When this outcome was recorded."),
+        Column("review_reason", pa.string(), "Why a person should look, if they should."),
+        Column("error_kind", pa.string(), "Failure kind (refused, truncated, rate_limited...)."),
+        Column("error_message", pa.string(), "The failure in words."),
+        Column("run_id", pa.string(), "Dagster run that produced the outcome."),
+    ),
+)
+
+REVIEW_QUEUE = TableLayout(
+    "review_queue",
+    (
+        KEY,
+        Column("file_name", pa.string(), "File name."),
+        Column("status", pa.string(), "needs_review (a check failed) or failed (e.g. refused)."),
+        Column("checks_failed", pa.string(), "Names of the failed checks, comma-separated."),
+        Column("review_reason", pa.string(), "What is wrong, in words."),
+        Column("error_kind", pa.string(), "Failure kind when the extraction itself failed."),
+        Column("extracted_at", pa.timestamp("us", tz="UTC"), "When the outcome was recorded."),
+    ),
+)
+
+
+def record_layouts(schema: type[BaseModel], table_name: str, lines_name: str) -> RecordLayouts:
+    record_columns = [KEY]
+    lines_field: str | None = None
+    line_columns = [KEY, LINE_NUMBER]
+    for name, field in schema.model_fields.items():
+        annotation = _strip_optional(field.annotation)
+        item = _list_item_model(annotation)
+        if item is not None and lines_field is None:
+            lines_field = name
+            for item_name, item_field in item.model_fields.items():
+                line_columns.append(
+                    _column(item_name, item_field.annotation, item_field.description)
+                )
+            continue
+        record_columns.append(_column(name, annotation, field.description))
+    return RecordLayouts(
+        records=TableLayout(table_name, tuple(record_columns)),
+        lines=TableLayout(lines_name, tuple(line_columns)),
+        lines_field=lines_field,
+    )
+
+
+def _column(name: str, annotation: object, description: str | None) -> Column:
+    base = _strip_optional(annotation)
+    scalar = _SCALARS.get(base) if isinstance(base, type) else None
+    if scalar is not None:
+        return Column(name, scalar, description or "")
+    return Column(name, pa.string(), (description or "") + " (JSON)", json_encoded=True)
+
+
+_SCALARS: dict[type, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    dt.date: pa.date32(),
+    dt.datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def _strip_optional(annotation: object) -> object:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        arguments = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(arguments) == 1:
+            return arguments[0]
+    return annotation
+
+
+def _list_item_model(annotation: object) -> type[BaseModel] | None:
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation) or (None,)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return item
+    return None

@@ -1,0 +1,205 @@
+"""Refreshing the Parquet tables from the documents whose outcome changed.
+
+A refresh reads only the changed documents' outcomes and replaces their rows in each table
+(delete by `document_key`, then append), so its cost grows with what changed; the files are
+rewritten whole, which at 100k rows is a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from extraction_pipeline.core.records import ExtractionRecord
+from extraction_pipeline.core.store import ObjectStore
+from extraction_pipeline.core.table_schema import (
+    DOCUMENTS,
+    REVIEW_QUEUE,
+    Column,
+    RecordLayouts,
+    TableLayout,
+    record_layouts,
+)
+
+TABLES_PREFIX = "tables"
+STATE_NAME = f"{TABLES_PREFIX}/_state.json"
+
+
+def table_name(table: str) -> str:
+    return f"{TABLES_PREFIX}/{table}.parquet"
+
+
+@dataclass(frozen=True)
+class TableSet:
+    """The four output tables for one extraction schema."""
+
+    documents: TableLayout
+    records: TableLayout
+    lines: TableLayout
+    review_queue: TableLayout
+    lines_field: str | None
+
+    @classmethod
+    def for_schema(cls, schema: type[BaseModel]) -> TableSet:
+        layouts: RecordLayouts = record_layouts(schema, "invoices", "invoice_line_items")
+        return cls(DOCUMENTS, layouts.records, layouts.lines, REVIEW_QUEUE, layouts.lines_field)
+
+    @property
+    def all(self) -> tuple[TableLayout, ...]:
+        return (self.documents, self.records, self.lines, self.review_queue)
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    name: str
+    row_count: int
+    rows_changed: int
+    preview: list[dict[str, Any]]
+    cost_usd_total: float | None = None
+
+
+def refresh_tables(
+    store: ObjectStore, tables: TableSet, outcomes: Sequence[ExtractionRecord]
+) -> list[TableSummary]:
+    """Replace the rows of `outcomes`' documents in every table; return what each holds now."""
+    changed = [outcome.document_key for outcome in outcomes]
+    rows = {
+        tables.documents.name: [_document_row(o) for o in outcomes],
+        tables.records.name: [_record_row(o, tables) for o in outcomes if o.record is not None],
+        tables.lines.name: [row for o in outcomes for row in _line_rows(o, tables)],
+        tables.review_queue.name: [_review_row(o) for o in outcomes if _needs_review(o)],
+    }
+    summaries = []
+    for layout in tables.all:
+        table = _merge(read_table(store, layout), changed, rows[layout.name], layout)
+        store.put(table_name(layout.name), _to_parquet(table))
+        cost = None
+        if layout is tables.documents and table.num_rows:
+            cost = round(float(pc.sum(table["cost_usd"]).as_py() or 0.0), 6)
+        summaries.append(
+            TableSummary(
+                name=layout.name,
+                row_count=table.num_rows,
+                rows_changed=len(rows[layout.name]),
+                preview=table.slice(max(0, table.num_rows - 5)).to_pylist(),
+                cost_usd_total=cost,
+            )
+        )
+    return summaries
+
+
+def read_table(store: ObjectStore, layout: TableLayout) -> pa.Table:
+    """The stored table, or an empty one with the layout's columns."""
+    try:
+        data = store.get(table_name(layout.name))
+    except FileNotFoundError:
+        return layout.arrow_schema.empty_table()
+    table = pq.read_table(io.BytesIO(data))
+    if table.schema != layout.arrow_schema:
+        # The schema changed (another extraction schema, a new column): rebuild from what fits.
+        columns = {name: table[name] for name in table.column_names if name in layout.column_names}
+        table = pa.table(
+            {n: columns.get(n, pa.nulls(table.num_rows)) for n in layout.column_names}
+        ).cast(layout.arrow_schema, safe=False)
+    return table
+
+
+def _merge(
+    table: pa.Table, changed: Sequence[str], rows: list[dict[str, Any]], layout: TableLayout
+) -> pa.Table:
+    if changed and table.num_rows:
+        keep = pc.invert(pc.is_in(table["document_key"], value_set=pa.array(list(set(changed)))))
+        table = table.filter(keep)
+    if rows:
+        table = pa.concat_tables([table, pa.Table.from_pylist(rows, schema=layout.arrow_schema)])
+    return table
+
+
+def _to_parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def _document_row(outcome: ExtractionRecord) -> dict[str, Any]:
+    call = outcome.call
+    return {
+        "document_key": outcome.document_key,
+        "file_name": outcome.file_name,
+        "sha256": outcome.sha256,
+        "pages": outcome.pages,
+        "status": outcome.status,
+        "model": call.model if call else None,
+        "input_tokens": call.input_tokens if call else None,
+        "cached_input_tokens": call.cached_input_tokens if call else None,
+        "output_tokens": call.output_tokens if call else None,
+        # A reused result was paid for once, by the outcome that first produced it.
+        "cost_usd": 0.0 if outcome.cache_hit else (call.cost_usd if call else None),
+        "attempts": call.attempts if call else 0,
+        "latency_seconds": call.latency_seconds if call else None,
+        "cache_hit": outcome.cache_hit,
+        "extracted_at": outcome.extracted_at,
+        "review_reason": outcome.review_reason,
+        "error_kind": outcome.error_kind,
+        "error_message": outcome.error_message,
+        "run_id": outcome.run_id,
+    }
+
+
+def _record_row(outcome: ExtractionRecord, tables: TableSet) -> dict[str, Any]:
+    record = outcome.record or {}
+    row: dict[str, Any] = {"document_key": outcome.document_key}
+    for column in tables.records.columns[1:]:
+        row[column.name] = _value(record.get(column.name), column)
+    return row
+
+
+def _line_rows(outcome: ExtractionRecord, tables: TableSet) -> Iterable[dict[str, Any]]:
+    if outcome.record is None or tables.lines_field is None:
+        return []
+    rows = []
+    for number, item in enumerate(outcome.record.get(tables.lines_field) or [], start=1):
+        row: dict[str, Any] = {"document_key": outcome.document_key, "line_number": number}
+        for column in tables.lines.columns[2:]:
+            row[column.name] = _value(item.get(column.name), column)
+        rows.append(row)
+    return rows
+
+
+def _needs_review(outcome: ExtractionRecord) -> bool:
+    return outcome.review_reason is not None
+
+
+def _review_row(outcome: ExtractionRecord) -> dict[str, Any]:
+    return {
+        "document_key": outcome.document_key,
+        "file_name": outcome.file_name,
+        "status": outcome.status,
+        "checks_failed": ", ".join(sorted({f.check for f in outcome.findings})) or None,
+        "review_reason": outcome.review_reason,
+        "error_kind": outcome.error_kind,
+        "extracted_at": outcome.extracted_at,
+    }
+
+
+def _value(value: Any, column: Column) -> Any:
+    """A record value as the column stores it; a value of the wrong shape becomes null."""
+    if value is None:
+        return None
+    if column.json_encoded:
+        return json.dumps(value, sort_keys=True)
+    if pa.types.is_date32(column.type) and isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
+    return value

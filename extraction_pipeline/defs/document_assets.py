@@ -1,0 +1,232 @@
+"""`source_document` and `extraction`: the per-document assets, computed by one op.
+
+They are one op because Dagster skips a downstream step when its upstream step yields no output
+or fails, and in a ranged run that would let one unreadable PDF stop the extraction of every
+other document in the run. In one op each document goes as far as it can: a success is
+materialised on its own partition, a failure is recorded as an observation (error, tokens, cost)
+and, at the end, fails exactly the partitions that failed. The assets can still be materialised
+separately (the op is subsettable): a backfill of `extraction` alone reads the stored originals.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from extraction_pipeline.core.extraction import ExtractionJob, extract_documents
+from extraction_pipeline.core.pdf import PdfDocumentInfo, UnreadablePdf, read_pdf
+from extraction_pipeline.core.records import ExtractionRecord
+from extraction_pipeline.core.registry import DocumentRecord, DocumentRegistry
+from extraction_pipeline.core.schemas import load_schema
+from extraction_pipeline.core.table_schema import record_layouts
+from extraction_pipeline.core.validation import ValidationPolicy
+from extraction_pipeline.defs.metadata import column_schema, outcome_metadata
+from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY, documents_partitions
+from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
+
+SOURCE_KEY = dg.AssetKey("source_document")
+EXTRACTION_KEY = dg.AssetKey("extraction")
+MODEL_POOL = "openai"
+RETRY_POLICY = dg.RetryPolicy(
+    max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+SOURCE_DESCRIPTION = """The original PDF of each document, stored content-addressed under the
+data dir, with file name, SHA-256, size, page count and text-layer flag as metadata. An
+unreadable PDF (empty, not a PDF, truncated or corrupt, encrypted, over the page or byte limit)
+fails its own partition with the specific reason and never its neighbours."""
+
+EXTRACTION_DESCRIPTION = """The structured record the model extracted from each document
+(structured outputs into the configured pydantic schema), validated by the business checks, with
+tokens, cost, latency, attempts and model as metadata. Documents of a run are extracted
+concurrently (EXTRACTION_MAX_CONCURRENCY) under the RPM/TPM limiter; the `openai` pool bounds
+extraction steps across runs. A document already extracted with the same schema, model and
+prompt is served from the store and never paid for twice. Step retries skip the documents the
+run already settled."""
+
+
+@dataclass
+class Settled:
+    """What earlier attempts of this step already settled, per asset: key -> error ("" = ok)."""
+
+    source: dict[str, str] = field(default_factory=dict)
+    extraction: dict[str, str] = field(default_factory=dict)
+
+
+def build_document_assets(schema_ref: str) -> dg.AssetsDefinition:
+    layout = record_layouts(load_schema(schema_ref), "extraction", "line_items").records
+    specs = [
+        dg.AssetSpec(
+            SOURCE_KEY,
+            description=SOURCE_DESCRIPTION,
+            group_name="intake",
+            kinds={"pdf"},
+            skippable=True,
+        ),
+        dg.AssetSpec(
+            EXTRACTION_KEY,
+            deps=[SOURCE_KEY],
+            description=EXTRACTION_DESCRIPTION,
+            group_name="extraction",
+            kinds={"openai", "python"},
+            skippable=True,
+            metadata={"dagster/column_schema": column_schema(layout)},
+        ),
+    ]
+
+    @dg.multi_asset(
+        name="document_assets",
+        specs=specs,
+        partitions_def=documents_partitions,
+        backfill_policy=DOCUMENTS_BACKFILL_POLICY,
+        can_subset=True,
+        pool=MODEL_POOL,
+        retry_policy=RETRY_POLICY,
+        code_version="1",
+    )
+    def document_assets(
+        context: dg.AssetExecutionContext,
+        document_store: DocumentStoreResource,
+        extraction_agent: ExtractionAgentResource,
+    ) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
+        keys = context.partition_keys
+        settled = _settled_in_run(context) if context.retry_number else Settled()
+        failures = {k: v for k, v in {**settled.source, **settled.extraction}.items() if v}
+        retryable = False
+        infos: dict[str, PdfDocumentInfo] = {}
+
+        if SOURCE_KEY in context.selected_asset_keys:
+            registry = document_store.registry()
+            for key in keys:
+                if key in settled.source:
+                    continue
+                event, info, error = _read_source(registry, key, document_store)
+                yield event
+                if info is not None:
+                    infos[key] = info
+                else:
+                    failures[key] = error
+                    context.log.error(f"{key}: {error}")
+
+        if EXTRACTION_KEY in context.selected_asset_keys:
+            todo = [k for k in keys if k not in settled.extraction and k not in failures]
+            job = ExtractionJob(
+                registry=document_store.registry(),
+                records=document_store.records(),
+                schema=extraction_agent.schema(),
+                config=extraction_agent.agent_config(),
+                policy=ValidationPolicy(),
+                pdf_limits=document_store.pdf_limits(),
+                run_id=context.run_id,
+            )
+            outcomes = extract_documents(job, todo, infos)
+            for outcome in outcomes:
+                metadata = outcome_metadata(outcome)
+                if outcome.status == "failed":
+                    failures[outcome.document_key] = outcome.error_message or "failed"
+                    retryable = retryable or bool(outcome.retryable)
+                    yield dg.AssetObservation(
+                        asset_key=EXTRACTION_KEY, partition=outcome.document_key, metadata=metadata
+                    )
+                else:
+                    yield dg.AssetMaterialization(
+                        asset_key=EXTRACTION_KEY, partition=outcome.document_key, metadata=metadata
+                    )
+            context.log.info(_summary(outcomes, len(settled.extraction)))
+
+        if failures:
+            raise dg.Failure(
+                description="\n".join(
+                    [f"{len(failures)} of {len(keys)} documents failed:"]
+                    + [f"- {key}: {message}" for key, message in failures.items()]
+                ),
+                metadata={"failed_documents": dg.MetadataValue.json(failures)},
+                allow_retries=retryable,
+            )
+
+    return document_assets
+
+
+def _read_source(
+    registry: DocumentRegistry, key: str, document_store: DocumentStoreResource
+) -> tuple[dg.AssetMaterialization | dg.AssetObservation, PdfDocumentInfo | None, str]:
+    """The source event of one document, its text (None when unreadable) and the error."""
+    record = registry.get(key)
+    if record is None:
+        error = f"DocumentNotRegistered: no registration for {key} in the data dir"
+        return _source_failure(key, None, error), None, error
+    try:
+        info = read_pdf(registry.original(record), document_store.pdf_limits())
+    except UnreadablePdf as exc:
+        error = f"{type(exc).__name__}: {record.file_name}: {exc}"
+        return _source_failure(key, record, error), None, error
+    materialization = dg.AssetMaterialization(
+        asset_key=SOURCE_KEY,
+        partition=key,
+        metadata={
+            "file_name": record.file_name,
+            "sha256": record.sha256,
+            "size_bytes": record.size_bytes,
+            "pages": info.page_count,
+            "has_text_layer": info.has_text_layer,
+            "text_chars": info.text_chars,
+            "registered_at": record.registered_at.isoformat(),
+            "aliases": ", ".join(record.aliases),
+            "original": dg.MetadataValue.path(registry.original_uri(record)),
+        },
+    )
+    return materialization, info, ""
+
+
+def _source_failure(key: str, record: DocumentRecord | None, error: str) -> dg.AssetObservation:
+    return dg.AssetObservation(
+        asset_key=SOURCE_KEY,
+        partition=key,
+        metadata={
+            "status": "failed",
+            "error_kind": error.split(":", 1)[0],
+            "error_message": error,
+            "retryable": False,
+            "file_name": record.file_name if record else "",
+            "sha256": record.sha256 if record else "",
+        },
+    )
+
+
+def _settled_in_run(context: dg.AssetExecutionContext) -> Settled:
+    """Documents an earlier attempt of this step settled: materialised, or failed for good.
+    Transient failures are tried again."""
+    records = context.instance.get_records_for_run(
+        context.run_id,
+        of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION},
+    ).records
+    settled = Settled()
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is None or event.partition is None:
+            continue
+        target = {SOURCE_KEY: settled.source, EXTRACTION_KEY: settled.extraction}.get(
+            event.asset_key  # type: ignore[arg-type]
+        )
+        if target is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            target[event.partition] = ""
+            continue
+        metadata = event.event_specific_data.asset_observation.metadata  # type: ignore[union-attr]
+        if not metadata.get("retryable", dg.MetadataValue.bool(True)).value:
+            target[event.partition] = str(metadata["error_message"].value)
+    return settled
+
+
+def _summary(outcomes: list[ExtractionRecord], settled_before: int) -> str:
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    paid = sum(o.call.cost_usd or 0.0 for o in outcomes if o.call is not None and not o.cache_hit)
+    hits = sum(o.cache_hit for o in outcomes)
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
+    return (
+        f"{len(outcomes)} documents extracted: {parts}; {hits} served from the store; "
+        f"${paid:.4f} paid; {settled_before} settled by an earlier attempt"
+    )

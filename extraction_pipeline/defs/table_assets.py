@@ -1,0 +1,115 @@
+"""The Parquet tables under EXTRACTION_DATA_DIR/tables/, refreshed as documents complete."""
+
+import json
+from collections.abc import Iterator
+
+import dagster as dg
+
+from extraction_pipeline.core.schemas import load_schema
+from extraction_pipeline.core.tables import STATE_NAME, TableSet, refresh_tables, table_name
+from extraction_pipeline.defs.document_assets import EXTRACTION_KEY
+from extraction_pipeline.defs.metadata import column_schema, markdown_preview
+from extraction_pipeline.defs.resources import DocumentStoreResource
+
+# Fires on every new extraction outcome, and does not wait for missing, failed or in-progress
+# partitions: with a stream of documents some are always in one of those states.
+TABLES_CONDITION = (
+    dg.AutomationCondition.eager()
+    .without(~dg.AutomationCondition.any_deps_missing())
+    .without(~dg.AutomationCondition.any_deps_in_progress())
+)
+CHANGES_PAGE = 5000
+
+DESCRIPTIONS = {
+    "documents": "One row per extracted document: status, model, tokens, cost, attempts, "
+    "review reason. documents.parquet.",
+    "invoices": "One row per extracted record: the schema's top-level fields. invoices.parquet.",
+    "invoice_line_items": "One row per line item, keyed by document_key and line_number. "
+    "invoice_line_items.parquet.",
+    "review_queue": "Documents a person should look at: a failed check or a refused, truncated "
+    "or unparseable answer, with the reason. review_queue.parquet.",
+}
+
+
+def build_table_assets(schema_ref: str) -> dg.AssetsDefinition:
+    tables = TableSet.for_schema(load_schema(schema_ref))
+    specs = [
+        dg.AssetSpec(
+            layout.name,
+            deps=[EXTRACTION_KEY],
+            description=DESCRIPTIONS[layout.name],
+            group_name="tables",
+            kinds={"parquet", "pandas"},
+            automation_condition=TABLES_CONDITION,
+            metadata={
+                "dagster/column_schema": column_schema(layout),
+                "dagster/column_lineage": _lineage(layout.column_names),
+                "path": f"EXTRACTION_DATA_DIR/{table_name(layout.name)}",
+            },
+        )
+        for layout in tables.all
+    ]
+
+    @dg.multi_asset(specs=specs, can_subset=False, name="tables", group_name="tables")
+    def refresh(
+        context: dg.AssetExecutionContext, document_store: DocumentStoreResource
+    ) -> Iterator[dg.MaterializeResult]:
+        """Replace the rows of every document whose extraction outcome changed since the last
+        refresh; the change feed is the event log of `extraction` after a stored storage id."""
+        store = document_store.object_store()
+        cursor = _load_cursor(store)
+        keys, new_cursor = _changed_documents(context.instance, cursor)
+        records = document_store.records()
+        outcomes = [o for o in (records.load(key) for key in keys) if o is not None]
+        summaries = refresh_tables(store, tables, outcomes)
+        store.put(STATE_NAME, json.dumps({"extraction_storage_id": new_cursor}).encode())
+        context.log.info(f"{len(outcomes)} changed documents since storage id {cursor}")
+        for summary in summaries:
+            metadata: dict = {
+                "dagster/row_count": summary.row_count,
+                "rows_changed": summary.rows_changed,
+                "documents_changed": len(outcomes),
+                "path": dg.MetadataValue.path(store.uri(table_name(summary.name))),
+                "preview": dg.MetadataValue.md(markdown_preview(summary.preview)),
+            }
+            if summary.cost_usd_total is not None:
+                metadata["cost_usd_total"] = dg.MetadataValue.float(summary.cost_usd_total)
+            yield dg.MaterializeResult(asset_key=summary.name, metadata=metadata)
+
+    return refresh
+
+
+def _lineage(columns: list[str]) -> dg.TableColumnLineage:
+    return dg.TableColumnLineage(
+        deps_by_column={
+            name: [dg.TableColumnDep(asset_key=EXTRACTION_KEY, column_name=name)]
+            for name in columns
+        }
+    )
+
+
+def _load_cursor(store) -> int:
+    try:
+        return int(json.loads(store.get(STATE_NAME))["extraction_storage_id"])
+    except FileNotFoundError:
+        return 0
+
+
+def _changed_documents(instance: dg.DagsterInstance, after: int) -> tuple[list[str], int]:
+    """Partitions of `extraction` with an outcome (success or failure) after storage id `after`,
+    in order, and the storage id to continue from."""
+    keys: dict[str, None] = {}
+    latest = after
+    record_filter = dg.AssetRecordsFilter(asset_key=EXTRACTION_KEY, after_storage_id=after)
+    for fetch in (instance.fetch_materializations, instance.fetch_observations):
+        page_cursor = None
+        while True:
+            result = fetch(record_filter, limit=CHANGES_PAGE, cursor=page_cursor, ascending=True)
+            for record in result.records:
+                if record.partition_key is not None:
+                    keys[record.partition_key] = None
+                latest = max(latest, record.storage_id)
+            if not result.has_more:
+                break
+            page_cursor = result.cursor
+    return list(keys), latest
