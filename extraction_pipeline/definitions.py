@@ -14,7 +14,7 @@ from extraction_pipeline.defs.table_assets import build_table_assets
 def build_definitions(settings: Settings) -> dg.Definitions:
     tables = build_table_assets(settings.extraction.schema)
     return dg.Definitions(
-        assets=[build_document_assets(settings.extraction.schema), tables],
+        assets=[build_document_assets(settings.extraction), tables],
         asset_checks=[invoice_checks],
         jobs=[intake_job, source_job],
         sensors=[

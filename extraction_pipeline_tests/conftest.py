@@ -16,6 +16,7 @@ import pytest
 
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.postgres import drop_database, ensure_database, normalize_url
+from extraction_pipeline.simulator import SimulatorControl
 
 pytest_plugins = ["extraction_pipeline_tests.simulator_fixture"]
 
@@ -68,3 +69,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture
+def pipeline_settings(
+    settings: Settings, model_simulator: SimulatorControl, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """`settings` with extraction pointed at the model simulator (the API key from the env)."""
+    from dataclasses import replace
+
+    from extraction_pipeline_tests.simulator_fixture import TEST_API_KEY
+
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_API_KEY)
+    extraction = replace(
+        settings.extraction,
+        base_url=model_simulator.base_url,
+        max_retries=1,
+        timeout_seconds=10,
+        step_retry_delay_seconds=0.2,
+    )
+    return replace(settings, extraction=extraction)

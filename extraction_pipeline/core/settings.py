@@ -31,7 +31,7 @@ class ExtractionSettings:
     timeout_seconds: float = 120.0
     max_retries: int = 4
     prices: str | None = None
-    docs_per_run: int = 100
+    step_retry_delay_seconds: float = 15.0
 
     def agent_config(self, api_key: str | None) -> AgentConfig:
         return AgentConfig(
@@ -62,7 +62,7 @@ class ExtractionSettings:
             timeout_seconds=_float(env, "EXTRACTION_TIMEOUT", 120.0),
             max_retries=_int(env, "EXTRACTION_MAX_RETRIES", 4),
             prices=env.get("EXTRACTION_PRICES") or None,
-            docs_per_run=_int(env, "EXTRACTION_DOCS_PER_RUN", 100, minimum=1),
+            step_retry_delay_seconds=_float(env, "EXTRACTION_STEP_RETRY_DELAY", 15.0),
         )
         try:
             settings.agent_config(api_key=None)

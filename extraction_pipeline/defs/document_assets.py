@@ -18,6 +18,7 @@ from extraction_pipeline.core.pdf import PdfDocumentInfo, UnreadablePdf, read_pd
 from extraction_pipeline.core.records import ExtractionRecord
 from extraction_pipeline.core.registry import DocumentRecord, DocumentRegistry
 from extraction_pipeline.core.schemas import load_schema
+from extraction_pipeline.core.settings import ExtractionSettings
 from extraction_pipeline.core.table_schema import record_layouts
 from extraction_pipeline.core.validation import ValidationPolicy
 from extraction_pipeline.defs.metadata import column_schema, outcome_metadata
@@ -27,9 +28,7 @@ from extraction_pipeline.defs.resources import DocumentStoreResource, Extraction
 SOURCE_KEY = dg.AssetKey("source_document")
 EXTRACTION_KEY = dg.AssetKey("extraction")
 MODEL_POOL = "openai"
-RETRY_POLICY = dg.RetryPolicy(
-    max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
+STEP_RETRIES = 2
 
 SOURCE_DESCRIPTION = """The original PDF of each document, stored content-addressed under the
 data dir, with file name, SHA-256, size, page count and text-layer flag as metadata. An
@@ -53,8 +52,8 @@ class Settled:
     extraction: dict[str, str] = field(default_factory=dict)
 
 
-def build_document_assets(schema_ref: str) -> dg.AssetsDefinition:
-    layout = record_layouts(load_schema(schema_ref), "extraction", "line_items").records
+def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
+    layout = record_layouts(load_schema(settings.schema), "extraction", "line_items").records
     specs = [
         dg.AssetSpec(
             SOURCE_KEY,
@@ -81,7 +80,14 @@ def build_document_assets(schema_ref: str) -> dg.AssetsDefinition:
         backfill_policy=DOCUMENTS_BACKFILL_POLICY,
         can_subset=True,
         pool=MODEL_POOL,
-        retry_policy=RETRY_POLICY,
+        # For documents that failed transiently (rate limits, server errors, timeouts) after the
+        # agent's own retries; what the run already settled is skipped.
+        retry_policy=dg.RetryPolicy(
+            max_retries=STEP_RETRIES,
+            delay=settings.step_retry_delay_seconds,
+            backoff=dg.Backoff.EXPONENTIAL,
+            jitter=dg.Jitter.PLUS_MINUS,
+        ),
         code_version="1",
     )
     def document_assets(
