@@ -69,6 +69,7 @@ async def extract_documents_async(
     read: Mapping[str, PdfDocumentInfo] | None = None,
     on_outcome: Callable[[ExtractionRecord], None] | None = None,
 ) -> list[ExtractionRecord]:
+    keys = list(dict.fromkeys(keys))  # a key asked twice is extracted (and paid) once
     fingerprint = schema_fingerprint(job.schema)
     outcomes: dict[str, ExtractionRecord] = {}
 
@@ -89,7 +90,7 @@ async def extract_documents_async(
         documents[key] = document
         cached = job.records.cached(cache_key(document.sha256, fingerprint, job.config))
         if cached is not None:
-            finish(_success(document, None, cached, job, cache_hit=True))
+            finish(_success(document, cached.pages, cached, job, cache_hit=True))
             continue
         try:
             info = (read or {}).get(key) or read_pdf(
@@ -112,21 +113,24 @@ async def extract_documents_async(
 
     def on_agent_outcome(outcome: DocumentOutcome[BaseModel]) -> None:
         document = documents[outcome.document_key]
+        page_count = pages.get(document.document_key)
         if outcome.result is not None:
             call = CallSummary.from_call(outcome.result.call)
-            cached = CachedExtraction(
-                record=outcome.result.record.model_dump(mode="json"), call=call
-            )
+            record = outcome.result.record.model_dump(mode="json")
+            cached = CachedExtraction(record=record, call=call, pages=page_count)
             job.records.remember(cache_key(document.sha256, fingerprint, job.config), cached)
-            finish(
-                _success(document, pages.get(document.document_key), cached, job, cache_hit=False)
-            )
+            finish(_success(document, page_count, cached, job, cache_hit=False))
         else:
             error = outcome.error or ExtractionError("no result and no error")
-            finish(_error_outcome(document, pages.get(document.document_key), error, job))
+            finish(_error_outcome(document, page_count, error, job))
 
     if inputs:
         await extract_many(inputs, job.schema, job.config, on_outcome=on_agent_outcome)
+    for key in keys:
+        if key not in outcomes:  # storing or validating its outcome failed: never drop it
+            log.error("document %s: no outcome recorded", key)
+            message = "internal: the outcome could not be recorded (see the run log)"
+            finish(_failure(key, documents.get(key), pages.get(key), "internal", message, job))
     return [outcomes[key] for key in keys]
 
 

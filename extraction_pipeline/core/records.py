@@ -95,6 +95,7 @@ class ExtractionRecord(BaseModel):
 class CachedExtraction(BaseModel):
     record: dict[str, Any]
     call: CallSummary
+    pages: int | None = None
 
 
 def cache_key(sha256: str, schema_fingerprint: str, config: AgentConfig) -> str:

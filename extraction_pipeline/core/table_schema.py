@@ -8,6 +8,7 @@ element. Nested objects that fit neither become JSON text columns.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import types
 import typing
 from dataclasses import dataclass
@@ -112,6 +113,10 @@ def record_layouts(schema: type[BaseModel], table_name: str, lines_name: str) ->
 
 def _column(name: str, annotation: object, description: str | None) -> Column:
     base = _strip_optional(annotation)
+    if typing.get_origin(base) is typing.Literal:
+        base = type(typing.get_args(base)[0])
+    elif isinstance(base, type) and issubclass(base, enum.Enum):
+        base = str
     scalar = _SCALARS.get(base) if isinstance(base, type) else None
     if scalar is not None:
         return Column(name, scalar, description or "")

@@ -11,7 +11,7 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -202,4 +202,10 @@ def _value(value: Any, column: Column) -> Any:
             return date.fromisoformat(value)
         except ValueError:
             return None
+    if pa.types.is_timestamp(column.type) and isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return value

@@ -59,18 +59,29 @@ def _required_fields(record: Mapping[str, Any], policy: ValidationPolicy) -> lis
     return [Finding(Check.REQUIRED_FIELDS, f"missing required fields: {', '.join(missing)}")]
 
 
+# Float noise: 1.01 - 1.00 is 0.010000000000000009, which must still count as one cent.
+_EPSILON = 1e-9
+
+
 def _close(a: float, b: float, policy: ValidationPolicy) -> bool:
-    return abs(a - b) <= max(
-        policy.absolute_tolerance, policy.relative_tolerance * max(abs(a), abs(b))
-    )
+    tolerance = max(policy.absolute_tolerance, policy.relative_tolerance * max(abs(a), abs(b)))
+    return abs(a - b) <= tolerance + _EPSILON
+
+
+def _number(value: Any) -> float | None:
+    """An amount as a float; anything that is not a number (a user schema's text) is unknown."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _totals(record: Mapping[str, Any], policy: ValidationPolicy) -> list[Finding]:
     findings = []
-    subtotal, tax, total = record.get("subtotal"), record.get("tax"), record.get("total")
+    subtotal, total = _number(record.get("subtotal")), _number(record.get("total"))
+    tax = _number(record.get("tax"))
     items: Sequence[Mapping[str, Any]] = record.get("line_items") or []
-    amounts = [item.get("amount") for item in items]
-    known = [float(amount) for amount in amounts if amount is not None]
+    amounts = [_number(item.get("amount")) if isinstance(item, Mapping) else None for item in items]
+    known = [amount for amount in amounts if amount is not None]
     if subtotal is not None and known and len(known) == len(amounts):
         lines = round(sum(known), 2)
         if not _close(lines, subtotal, policy):
