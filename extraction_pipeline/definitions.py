@@ -5,8 +5,10 @@ import dagster as dg
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.checks import invoice_checks
 from extraction_pipeline.defs.document_assets import build_document_assets
-from extraction_pipeline.defs.jobs import intake_job, source_job
+from extraction_pipeline.defs.jobs import extraction_job, intake_job, source_job
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
+from extraction_pipeline.defs.run_sensors import build_run_sensors, dead_letters_asset
+from extraction_pipeline.defs.schedules import build_schedules
 from extraction_pipeline.defs.sensors import build_inbox_sensor
 from extraction_pipeline.defs.table_assets import build_table_assets
 
@@ -14,11 +16,13 @@ from extraction_pipeline.defs.table_assets import build_table_assets
 def build_definitions(settings: Settings) -> dg.Definitions:
     tables = build_table_assets(settings.extraction.schema)
     return dg.Definitions(
-        assets=[build_document_assets(settings.extraction), tables],
+        assets=[build_document_assets(settings.extraction), tables, dead_letters_asset],
         asset_checks=[invoice_checks],
-        jobs=[intake_job, source_job],
+        jobs=[intake_job, source_job, extraction_job],
+        schedules=build_schedules(settings),
         sensors=[
             build_inbox_sensor(settings),
+            *build_run_sensors(settings),
             dg.AutomationConditionSensorDefinition(
                 "tables_automation",
                 target=dg.AssetSelection.assets(tables),

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from extraction_pipeline.core.documents import document_key
+from extraction_pipeline.core.documents import document_key, is_valid_document_key, slugify
 from extraction_pipeline.core.pdf import sha256_hex
 from extraction_pipeline.core.store import ObjectStore
 
@@ -99,6 +99,29 @@ class DocumentRegistry:
         except FileNotFoundError:
             return None
         return self.get(key)
+
+    def find(self, query: str) -> list[DocumentRecord]:
+        """Documents matching a partition key, a SHA-256 (or a prefix of at least 8 hex digits)
+        or the file name a document was first registered under."""
+        exact = self.get(query) if is_valid_document_key(query) else None
+        if exact is not None:
+            return [exact]
+        lowered = query.lower()
+        if len(lowered) >= 8 and all(c in "0123456789abcdef" for c in lowered):
+            folder = f"registry/sha256/{lowered[:2]}"
+            matches = [
+                n for n in self.store.list(folder) if n.rsplit("/", 1)[-1].startswith(lowered)
+            ]
+            found = [self.get_by_sha256(name.rsplit("/", 1)[-1]) for name in matches]
+            if found:
+                return [record for record in found if record is not None]
+        prefix = f"registry/documents/{slugify(query)}-"
+        candidates = (
+            self.get(name.rsplit("/", 1)[-1].removesuffix(".json"))
+            for name in self.store.list("registry/documents")
+            if name.startswith(prefix)
+        )
+        return [record for record in candidates if record is not None and query == record.file_name]
 
     def original(self, record: DocumentRecord) -> bytes:
         """The original bytes of a registered document."""

@@ -72,6 +72,32 @@ class ExtractionSettings:
 
 
 @dataclass(frozen=True)
+class OperationsSettings:
+    """Schedules, retries, dead letters and notifications."""
+
+    nightly_cron: str = "0 2 * * *"
+    retry_cron: str = "0 * * * *"
+    timezone: str = "UTC"
+    max_attempts: int = 3
+    max_runs_per_tick: int = 20
+    webhook_url: str | None = None
+    notify_success: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OperationsSettings:
+        return cls(
+            nightly_cron=env.get("EXTRACTION_NIGHTLY_CRON") or "0 2 * * *",
+            retry_cron=env.get("EXTRACTION_RETRY_CRON") or "0 * * * *",
+            timezone=env.get("EXTRACTION_TIMEZONE") or "UTC",
+            max_attempts=_int(env, "EXTRACTION_MAX_ATTEMPTS", 3, minimum=1),
+            max_runs_per_tick=_int(env, "EXTRACTION_SCHEDULE_MAX_RUNS", 20, minimum=1),
+            webhook_url=env.get("EXTRACTION_WEBHOOK_URL") or None,
+            notify_success=(env.get("EXTRACTION_NOTIFY_SUCCESS") or "").lower()
+            in ("1", "true", "yes"),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Where documents come from and go, and how intake behaves. See README, "Configuration"."""
 
@@ -82,6 +108,7 @@ class Settings:
     settle_seconds: float = 2.0
     pdf_limits: PdfLimits = field(default_factory=PdfLimits)
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
+    operations: OperationsSettings = field(default_factory=OperationsSettings)
     tables_interval_seconds: int = 10
 
     @classmethod
@@ -96,6 +123,7 @@ class Settings:
             sensor_max_files=_int(env, "EXTRACTION_SENSOR_MAX_FILES", 100, minimum=1),
             settle_seconds=_float(env, "EXTRACTION_SETTLE_SECONDS", 2.0),
             extraction=ExtractionSettings.from_env(env),
+            operations=OperationsSettings.from_env(env),
             tables_interval_seconds=_int(env, "EXTRACTION_TABLES_INTERVAL", 10, minimum=1),
             pdf_limits=PdfLimits(
                 max_bytes=_int(env, "EXTRACTION_MAX_BYTES", PdfLimits.max_bytes, minimum=1),

@@ -29,6 +29,10 @@ class ObjectStore(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
+    def delete(self, name: str) -> None:
+        """Remove the object; nothing happens when it does not exist."""
+        ...
+
     def list(self, prefix: str) -> Iterator[str]:
         """Names under `prefix` (a folder-like path), in no particular order."""
         ...
@@ -70,6 +74,9 @@ class LocalObjectStore:
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix)

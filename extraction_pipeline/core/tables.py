@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -31,7 +31,9 @@ from extraction_pipeline.core.table_schema import (
 )
 
 TABLES_PREFIX = "tables"
-STATE_NAME = f"{TABLES_PREFIX}/_state.json"
+# The change-feed position is stored in documents.parquet's own metadata, and documents.parquet
+# is written last: a refresh that dies half-way is repeated whole, and a repeat is harmless.
+CURSOR_METADATA_KEY = b"extraction_storage_id"
 
 
 def table_name(table: str) -> str:
@@ -68,33 +70,71 @@ class TableSummary:
 
 
 def refresh_tables(
-    store: ObjectStore, tables: TableSet, outcomes: Sequence[ExtractionRecord]
+    store: ObjectStore,
+    tables: TableSet,
+    outcomes: Sequence[ExtractionRecord],
+    paid: Mapping[str, float] | None = None,
+    cursor: int | None = None,
 ) -> list[TableSummary]:
-    """Replace the rows of `outcomes`' documents in every table; return what each holds now."""
+    """Replace the rows of `outcomes`' documents in every table; return what each holds now.
+
+    `paid` adds, per document, what the attempts since the last refresh cost (failed ones
+    included) to its `cost_usd_total`; `cursor` is the change-feed position to store.
+    """
     changed = [outcome.document_key for outcome in outcomes]
+    documents = read_table(store, tables.documents)
+    totals = _previous_totals(documents, changed)
+    paid = paid or {}
     rows = {
-        tables.documents.name: [_document_row(o) for o in outcomes],
+        tables.documents.name: [
+            {
+                **_document_row(o),
+                "cost_usd_total": round(
+                    totals.get(o.document_key, 0.0) + paid.get(o.document_key, 0.0), 8
+                ),
+            }
+            for o in outcomes
+        ],
         tables.records.name: [_record_row(o, tables) for o in outcomes if o.record is not None],
         tables.lines.name: [row for o in outcomes for row in _line_rows(o, tables)],
         tables.review_queue.name: [_review_row(o) for o in outcomes if _needs_review(o)],
     }
-    summaries = []
-    for layout in tables.all:
-        table = _merge(read_table(store, layout), changed, rows[layout.name], layout)
-        store.put(table_name(layout.name), _to_parquet(table))
+    summaries: dict[str, TableSummary] = {}
+    for layout in (tables.records, tables.lines, tables.review_queue, tables.documents):
+        previous = documents if layout is tables.documents else read_table(store, layout)
+        table = _merge(previous, changed, rows[layout.name], layout)
         cost = None
-        if layout is tables.documents and table.num_rows:
-            cost = round(float(pc.sum(table["cost_usd"]).as_py() or 0.0), 6)
-        summaries.append(
-            TableSummary(
-                name=layout.name,
-                row_count=table.num_rows,
-                rows_changed=len(rows[layout.name]),
-                preview=table.slice(max(0, table.num_rows - 5)).to_pylist(),
-                cost_usd_total=cost,
-            )
+        if layout is tables.documents:
+            position = cursor if cursor is not None else read_cursor(store)
+            table = table.replace_schema_metadata({CURSOR_METADATA_KEY: str(position).encode()})
+            cost = round(float(pc.sum(table["cost_usd_total"]).as_py() or 0.0), 6)
+        store.put(table_name(layout.name), _to_parquet(table))
+        summaries[layout.name] = TableSummary(
+            name=layout.name,
+            row_count=table.num_rows,
+            rows_changed=len(rows[layout.name]),
+            preview=table.slice(max(0, table.num_rows - 5)).to_pylist(),
+            cost_usd_total=cost,
         )
-    return summaries
+    return [summaries[layout.name] for layout in tables.all]
+
+
+def read_cursor(store: ObjectStore) -> int:
+    """The change-feed position of the last complete refresh (0 before the first)."""
+    try:
+        data = store.get(table_name(DOCUMENTS.name))
+    except FileNotFoundError:
+        return 0
+    metadata = pq.read_schema(io.BytesIO(data)).metadata or {}
+    return int(metadata.get(CURSOR_METADATA_KEY, b"0"))
+
+
+def _previous_totals(documents: pa.Table, keys: Sequence[str]) -> dict[str, float]:
+    if not documents.num_rows or not keys:
+        return {}
+    mask = pc.is_in(documents["document_key"], value_set=pa.array(list(set(keys))))
+    subset = documents.filter(mask).select(["document_key", "cost_usd_total"]).to_pylist()
+    return {row["document_key"]: row["cost_usd_total"] or 0.0 for row in subset}
 
 
 def read_table(store: ObjectStore, layout: TableLayout) -> pa.Table:

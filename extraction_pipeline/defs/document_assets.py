@@ -123,7 +123,7 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
                 config=extraction_agent.agent_config(),
                 policy=ValidationPolicy(),
                 pdf_limits=document_store.pdf_limits(),
-                run_id=context.run_id,
+                run_id=context.run.run_id,
             )
             outcomes = extract_documents(job, todo, infos)
             for outcome in outcomes:
@@ -203,7 +203,7 @@ def _settled_in_run(context: dg.AssetExecutionContext) -> Settled:
     """Documents an earlier attempt of this step settled: materialised, or failed for good.
     Transient failures are tried again."""
     records = context.instance.get_records_for_run(
-        context.run_id,
+        context.run.run_id,
         of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION},
     ).records
     settled = Settled()

@@ -18,3 +18,11 @@ source_job = dg.define_asset_job(
     partitions_def=documents_partitions,
     description="Record unreadable documents (their source_document fails with the reason).",
 )
+
+extraction_job = dg.define_asset_job(
+    "extraction_job",
+    selection=dg.AssetSelection.assets("extraction"),
+    partitions_def=documents_partitions,
+    description="Extract documents again (their originals are stored); launched by the retry "
+    "schedule.",
+)

@@ -1,12 +1,11 @@
 """The Parquet tables under EXTRACTION_DATA_DIR/tables/, refreshed as documents complete."""
 
-import json
 from collections.abc import Iterator
 
 import dagster as dg
 
 from extraction_pipeline.core.schemas import load_schema
-from extraction_pipeline.core.tables import STATE_NAME, TableSet, refresh_tables, table_name
+from extraction_pipeline.core.tables import TableSet, read_cursor, refresh_tables, table_name
 from extraction_pipeline.defs.document_assets import EXTRACTION_KEY
 from extraction_pipeline.defs.metadata import column_schema, markdown_preview
 from extraction_pipeline.defs.resources import DocumentStoreResource
@@ -57,12 +56,11 @@ def build_table_assets(schema_ref: str) -> dg.AssetsDefinition:
         """Replace the rows of every document whose extraction outcome changed since the last
         refresh; the change feed is the event log of `extraction` after a stored storage id."""
         store = document_store.object_store()
-        cursor = _load_cursor(store)
-        keys, new_cursor = _changed_documents(context.instance, cursor)
+        cursor = read_cursor(store)
+        paid, new_cursor = _changed_documents(context.instance, cursor)
         records = document_store.records()
-        outcomes = [o for o in (records.load(key) for key in keys) if o is not None]
-        summaries = refresh_tables(store, tables, outcomes)
-        store.put(STATE_NAME, json.dumps({"extraction_storage_id": new_cursor}).encode())
+        outcomes = [o for o in (records.load(key) for key in paid) if o is not None]
+        summaries = refresh_tables(store, tables, outcomes, paid=paid, cursor=new_cursor)
         context.log.info(f"{len(outcomes)} changed documents since storage id {cursor}")
         for summary in summaries:
             metadata: dict = {
@@ -88,17 +86,11 @@ def _lineage(columns: list[str]) -> dg.TableColumnLineage:
     )
 
 
-def _load_cursor(store) -> int:
-    try:
-        return int(json.loads(store.get(STATE_NAME))["extraction_storage_id"])
-    except FileNotFoundError:
-        return 0
-
-
-def _changed_documents(instance: dg.DagsterInstance, after: int) -> tuple[list[str], int]:
+def _changed_documents(instance: dg.DagsterInstance, after: int) -> tuple[dict[str, float], int]:
     """Partitions of `extraction` with an outcome (success or failure) after storage id `after`,
-    in order, and the storage id to continue from."""
-    keys: dict[str, None] = {}
+    each with what those outcomes cost (reused results cost nothing), and the storage id to
+    continue from."""
+    paid: dict[str, float] = {}
     latest = after
     record_filter = dg.AssetRecordsFilter(asset_key=EXTRACTION_KEY, after_storage_id=after)
     for fetch in (instance.fetch_materializations, instance.fetch_observations):
@@ -107,9 +99,21 @@ def _changed_documents(instance: dg.DagsterInstance, after: int) -> tuple[list[s
             result = fetch(record_filter, limit=CHANGES_PAGE, cursor=page_cursor, ascending=True)
             for record in result.records:
                 if record.partition_key is not None:
-                    keys[record.partition_key] = None
+                    paid[record.partition_key] = paid.get(record.partition_key, 0.0) + _cost(record)
                 latest = max(latest, record.storage_id)
             if not result.has_more:
                 break
             page_cursor = result.cursor
-    return list(keys), latest
+    return paid, latest
+
+
+def _cost(record: dg.EventLogRecord) -> float:
+    event = record.event_log_entry.dagster_event
+    data = event.event_specific_data if event else None
+    outcome = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+    metadata = outcome.metadata if outcome is not None else {}
+    cache_hit = metadata.get("cache_hit")
+    cost = metadata.get("cost_usd")
+    if cost is None or (cache_hit is not None and cache_hit.value):
+        return 0.0
+    return float(cost.value or 0.0)

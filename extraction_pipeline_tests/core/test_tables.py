@@ -215,7 +215,7 @@ def test_first_refresh_writes_four_parquet_files_with_a_row_per_document_and_lin
         extracted("doc-a", invoice_record(lines=2)),
         extracted("doc-b", invoice_record(lines=3)),
     ]
-    summaries = refresh_tables(store, tables, outcomes)
+    summaries = refresh_tables(store, tables, outcomes, paid={"doc-a": 0.0123, "doc-b": 0.0123})
 
     assert sorted(store.list("tables")) == [
         "tables/documents.parquet",
@@ -383,7 +383,7 @@ def test_failure_without_a_call_has_null_usage_and_zero_attempts(
 def test_cache_hit_rows_cost_nothing(store: LocalObjectStore, tables: TableSet) -> None:
     paid = extracted("doc-a", call=call(cost_usd=0.05))
     reused = extracted("doc-b", call=call(cost_usd=0.05), cache_hit=True)
-    summaries = refresh_tables(store, tables, [paid, reused])
+    summaries = refresh_tables(store, tables, [paid, reused], paid={"doc-a": 0.05})
     costs = {key: rows[0]["cost_usd"] for key, rows in rows_by_key(store, "documents").items()}
     hits = {key: rows[0]["cache_hit"] for key, rows in rows_by_key(store, "documents").items()}
     assert costs == {"doc-a": pytest.approx(0.05), "doc-b": 0.0}
@@ -508,3 +508,19 @@ def test_literal_and_enum_fields_are_plain_string_columns() -> None:
     columns = {column.name: column for column in layouts.records.columns}
     assert columns["kind"].type == pa.string() and not columns["kind"].json_encoded
     assert columns["category"].type == pa.string() and not columns["category"].json_encoded
+
+
+def test_cost_total_adds_every_attempt_and_the_cursor_is_stored(
+    store: LocalObjectStore, tables: TableSet
+) -> None:
+    from extraction_pipeline.core.tables import read_cursor
+
+    assert read_cursor(store) == 0
+    refresh_tables(store, tables, [extracted("doc-a")], paid={"doc-a": 0.01}, cursor=7)
+    failed_again = extracted("doc-a", call=call(cost_usd=0.02))
+    (documents, *_) = refresh_tables(store, tables, [failed_again], paid={"doc-a": 0.02}, cursor=9)
+    (row,) = stored(store, "documents").to_pylist()
+    assert row["cost_usd_total"] == pytest.approx(0.03)
+    assert row["cost_usd"] == pytest.approx(0.02)
+    assert read_cursor(store) == 9
+    assert documents.cost_usd_total == pytest.approx(0.03)

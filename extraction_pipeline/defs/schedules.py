@@ -1,0 +1,124 @@
+"""Recurring intake and retries: which documents to run is decided in core.lifecycle."""
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from extraction_pipeline.audit.facts import all_document_keys, busy_documents, document_facts
+from extraction_pipeline.core.lifecycle import (
+    DocumentFacts,
+    RetryPolicy,
+    contiguous_batches,
+    needs_intake,
+    needs_retry,
+)
+from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.defs.document_assets import EXTRACTION_KEY
+from extraction_pipeline.defs.jobs import extraction_job, intake_job
+from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
+from extraction_pipeline.defs.resources import DocumentStoreResource
+from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+
+TRIGGER_TAG = "extraction_pipeline/trigger"
+
+
+def batch_run_requests(
+    batches: Sequence[Sequence[str]], job: str, trigger: str, tick: str
+) -> list[dg.RunRequest]:
+    """One run per batch of documents adjacent in partition order; the run key carries the tick,
+    so evaluating the same tick twice launches nothing new."""
+    requests = []
+    for batch in batches:
+        tags = {TRIGGER_TAG: trigger}
+        run_key = f"{trigger}:{tick}:{batch[0]}..{batch[-1]}"
+        if len(batch) == 1:
+            requests.append(
+                dg.RunRequest(run_key=run_key, job_name=job, partition_key=batch[0], tags=tags)
+            )
+        else:
+            tags.update({RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]})
+            requests.append(dg.RunRequest(run_key=run_key, job_name=job, tags=tags))
+    return requests
+
+
+def idle_document_facts(
+    instance: dg.DagsterInstance, keys: Sequence[str], skip_materialized: bool
+) -> list[DocumentFacts]:
+    """Facts of documents with no run under way (queued runs included): a schedule never
+    launches a second run for a document that already has one."""
+    busy = busy_documents(instance, keys)
+    materialized = (
+        instance.get_materialized_partitions(EXTRACTION_KEY) if skip_materialized else set()
+    )
+    candidates = [k for k in keys if k not in busy and k not in materialized]
+    return document_facts(instance, candidates, ordered_keys=keys)
+
+
+def registered_recently(registry: DocumentRegistry, key: str, seconds: float) -> bool:
+    """The inbox sensor adds a partition a moment before it creates its run: leave documents
+    it registered just now to it."""
+    record = registry.get(key)
+    return record is not None and time.time() - record.registered_at.timestamp() < seconds
+
+
+def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
+    operations = settings.operations
+    policy = RetryPolicy(max_attempts=operations.max_attempts)
+    grace_seconds = 2 * settings.sensor_interval_seconds + settings.settle_seconds + 60
+
+    @dg.schedule(
+        name="nightly_intake",
+        cron_schedule=operations.nightly_cron,
+        execution_timezone=operations.timezone,
+        job=intake_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Runs every document that has no extraction yet and none under way "
+        f"(never attempted), in batches of up to {MAX_DOCUMENTS_PER_RUN}.",
+    )
+    def nightly_intake(
+        context: dg.ScheduleEvaluationContext, document_store: DocumentStoreResource
+    ) -> dg.RunRequest | list[dg.RunRequest] | dg.SkipReason:
+        keys = all_document_keys(context.instance)
+        registry = document_store.registry()
+        todo = [
+            f.document_key
+            for f in idle_document_facts(context.instance, keys, skip_materialized=True)
+            if needs_intake(f) and not registered_recently(registry, f.document_key, grace_seconds)
+        ]
+        batches = contiguous_batches(keys, todo, MAX_DOCUMENTS_PER_RUN)
+        batches = batches[: operations.max_runs_per_tick]
+        if not batches:
+            return dg.SkipReason(f"all {len(keys)} documents have an extraction or a run")
+        return batch_run_requests(batches, intake_job.name, "nightly_intake", _tick(context))
+
+    @dg.schedule(
+        name="retry_failed",
+        cron_schedule=operations.retry_cron,
+        execution_timezone=operations.timezone,
+        job=extraction_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Extracts failed documents again, up to EXTRACTION_MAX_ATTEMPTS "
+        f"({operations.max_attempts}) attempts; after that, or after a permanent failure, the "
+        "document is a dead letter.",
+    )
+    def retry_failed(
+        context: dg.ScheduleEvaluationContext,
+    ) -> dg.RunRequest | list[dg.RunRequest] | dg.SkipReason:
+        keys = all_document_keys(context.instance)
+        facts = idle_document_facts(context.instance, keys, skip_materialized=True)
+        todo = [f.document_key for f in facts if needs_retry(f, policy)]
+        batches = contiguous_batches(keys, todo, MAX_DOCUMENTS_PER_RUN)
+        batches = batches[: operations.max_runs_per_tick]
+        if not batches:
+            return dg.SkipReason("no failed document is due for a retry")
+        return batch_run_requests(batches, extraction_job.name, "retry_failed", _tick(context))
+
+    return [nightly_intake, retry_failed]
+
+
+def _tick(context: dg.ScheduleEvaluationContext) -> str:
+    moment = context.scheduled_execution_time or datetime.now(UTC)
+    return moment.strftime("%Y%m%dT%H%M%S")
