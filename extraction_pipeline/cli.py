@@ -24,6 +24,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="copy sample invoice PDFs into the drop folder")
     demo.add_argument("--count", type=int, default=6, help="how many invoices (default 6)")
 
+    history = commands.add_parser(
+        "history", help="every attempt at a document: time, run, retries, outcome, error, cost"
+    )
+    history.add_argument("document", help="partition key, SHA-256 (or 8+ hex) or file name")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+
+    status = commands.add_parser("status", help="documents by state, with the cost so far")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ingest = commands.add_parser(
+        "ingest", help="register and extract the PDFs under PATH now (a scripted backfill)"
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="PDF files or folders")
+    ingest.add_argument("--json", action="store_true", help="machine-readable summary")
+
     commands.add_parser(
         "simulate-model",
         help="serve the OpenAI-compatible model simulator on loopback (see --help)",
@@ -42,6 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_dev(args.host, args.port)
     if args.command == "demo":
         return _demo(args.count)
+    if args.command in ("history", "status", "ingest"):
+        from extraction_pipeline import cli_operations
+
+        if args.command == "history":
+            return cli_operations.history(args.document, args.json)
+        if args.command == "status":
+            return cli_operations.status(args.json)
+        return cli_operations.ingest(args.paths, args.json)
     parser.error(f"unknown command {args.command}")
     return 2
 

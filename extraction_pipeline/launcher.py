@@ -18,8 +18,12 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from extraction_pipeline.core.settings import Settings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 from extraction_pipeline.postgres import embedded_postgres, mask_url, normalize_url
 
 MANAGED_MARKER = "# managed by extraction-pipeline"
@@ -92,6 +96,24 @@ def database(environment: Environment, env: Mapping[str, str]) -> Iterator[tuple
     pgdata = environment.dagster_home / "pgdata"
     with embedded_postgres(pgdata) as url:
         yield url, f"embedded PostgreSQL, data in {pgdata}"
+
+
+@contextlib.contextmanager
+def local_instance(env: dict[str, str]) -> Iterator[tuple[DagsterInstance, Environment]]:
+    """The Dagster instance of this deployment, for CLI commands: joins the embedded database
+    of a running `dev` (or starts it for the command's duration)."""
+    from dagster import DagsterInstance
+
+    environment = resolve_environment(env)
+    prepare_dagster_home(environment)
+    with database(environment, env) as (url, _):
+        env.update(DAGSTER_HOME=str(environment.dagster_home), EXTRACTION_PG_URL=url)
+        os.environ.update(DAGSTER_HOME=env["DAGSTER_HOME"], EXTRACTION_PG_URL=url)
+        instance = DagsterInstance.get()
+        try:
+            yield instance, environment
+        finally:
+            instance.dispose()
 
 
 def model_endpoint(env: Mapping[str, str]) -> str:

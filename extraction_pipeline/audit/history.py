@@ -167,6 +167,8 @@ def _figures(metadata: dict) -> dict[str, Any]:
 
 def _trigger(run: dg.DagsterRun) -> str:
     tags = run.tags
+    if "extraction_pipeline/trigger" in tags:
+        return tags["extraction_pipeline/trigger"]
     if "dagster/retry_number" in tags and tags["dagster/retry_number"] != "0":
         return f"run retry of {tags.get('dagster/parent_run_id', '?')[:8]}"
     if "dagster/backfill" in tags:

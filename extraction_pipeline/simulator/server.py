@@ -8,6 +8,7 @@ way for an in-process server and one in another process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import threading
 import time
@@ -169,5 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(latency {args.latency}s, {len(faults)} fault rule(s)); Ctrl-C stops it",
         flush=True,
     )
-    run_simulator(args.host, args.port, config)
+    # Ctrl-C (or the dev launcher stopping it) is the normal way out.
+    with contextlib.suppress(KeyboardInterrupt):
+        run_simulator(args.host, args.port, config)
     return 0

@@ -22,13 +22,13 @@ class Tick:
         self.cursor: str | None = None
 
     def __call__(self) -> dg.SensorResult:
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=self.instance,
             cursor=self.cursor,
             definitions=self.defs,
             resources={"document_store": self.defs.resources["document_store"]},
-        )
-        result = self.sensor(context)
+        ) as context:  # closed now, not by the garbage collector during another test
+            result = self.sensor(context)
         assert isinstance(result, dg.SensorResult)
         for request in result.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(

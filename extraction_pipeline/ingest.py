@@ -1,0 +1,175 @@
+"""`extraction-pipeline ingest PATH...`: the scripted twin of a UI backfill.
+
+The PDFs under the paths are registered like the inbox sensor would, added as partitions, and
+materialised in-process through the same instance, jobs and stores: the same history, the same
+tables. Progress goes to stderr; the summary to stdout; the exit code says whether any failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import dagster as dg
+
+from extraction_pipeline.core.lifecycle import contiguous_batches
+from extraction_pipeline.core.pdf import UnreadablePdf, check_pdf
+from extraction_pipeline.core.records import ExtractionRecord, RecordStore
+from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.definitions import build_definitions
+from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, MAX_DOCUMENTS_PER_RUN
+from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline.launcher import Environment
+
+TABLE_KEYS = [
+    dg.AssetKey(name) for name in ("documents", "invoices", "invoice_line_items", "review_queue")
+]
+
+
+@dataclass
+class IngestSummary:
+    files: int = 0
+    extracted: int = 0
+    needs_review: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # key -> reason
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    reused: int = 0
+    wall_seconds: float = 0.0
+    run_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "failed_count": len(self.failed)}
+
+
+def find_pdfs(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
+    """PDF files named or found (recursively) under `paths`; and the paths that do not exist."""
+    found: list[Path] = []
+    missing: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf"
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            missing.append(raw)
+    return list(dict.fromkeys(found)), missing
+
+
+def ingest(
+    instance: dg.DagsterInstance,
+    environment: Environment,
+    files: Sequence[Path],
+    progress: TextIO = sys.stderr,
+    batch_size: int | None = None,
+) -> IngestSummary:
+    started = time.monotonic()
+    settings = environment.settings
+    store = LocalObjectStore(settings.data_dir)
+    registry = DocumentRegistry(store)
+    summary = IngestSummary(files=len(files))
+    readable: list[str] = []
+    unreadable: list[str] = []
+    for path in files:
+        data = path.read_bytes()
+        key = registry.register(path.name, data).record.document_key
+        try:
+            check_pdf(data, settings.pdf_limits)
+        except UnreadablePdf as error:
+            summary.failed[key] = f"{path.name}: {type(error).__name__}: {error}"
+            unreadable.append(key)
+        else:
+            readable.append(key)
+    existing = set(instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
+    new_keys = [k for k in dict.fromkeys(readable + unreadable) if k not in existing]
+    if new_keys:
+        instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, new_keys)
+    ordered = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
+
+    defs = build_definitions(settings)
+    size = batch_size or max(1, min(MAX_DOCUMENTS_PER_RUN, -(-len(readable) // 20)))
+    plan = [("source_job", batch) for batch in contiguous_batches(ordered, unreadable, size)]
+    plan += [("intake_job", batch) for batch in contiguous_batches(ordered, readable, size)]
+    done = 0
+    bar = _Progress(len(readable) + len(unreadable), progress)
+    for job_name, batch in plan:
+        tags = {"extraction_pipeline/trigger": "ingest"}
+        if len(batch) > 1:
+            tags.update({RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]})
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance,
+            partition_key=batch[0] if len(batch) == 1 else None,
+            tags=tags,
+            raise_on_error=False,
+        )
+        summary.run_ids.append(result.run_id)
+        done += len(batch)
+        bar.update(done, f"{len(summary.failed)} unreadable" if job_name == "source_job" else "")
+
+    records = RecordStore(store)
+    for key in dict.fromkeys(readable):
+        _count(summary, key, records.load(key), set(summary.run_ids))
+    tables = defs.resolve_implicit_global_asset_job_def()
+    tables.execute_in_process(instance=instance, asset_selection=TABLE_KEYS, raise_on_error=False)
+    bar.close()
+    summary.wall_seconds = round(time.monotonic() - started, 2)
+    return summary
+
+
+def _count(
+    summary: IngestSummary, key: str, outcome: ExtractionRecord | None, run_ids: set[str]
+) -> None:
+    if outcome is None or outcome.run_id not in run_ids:
+        summary.failed[key] = "no outcome recorded (see `extraction-pipeline history`)"
+        return
+    if outcome.status == "failed":
+        summary.failed[key] = f"{outcome.file_name}: {outcome.error_message}"
+    elif outcome.status == "needs_review":
+        summary.needs_review += 1
+    else:
+        summary.extracted += 1
+    if outcome.call is not None and not outcome.cache_hit:
+        summary.input_tokens += outcome.call.input_tokens
+        summary.output_tokens += outcome.call.output_tokens
+        summary.cost_usd = round(summary.cost_usd + (outcome.call.cost_usd or 0.0), 6)
+    summary.reused += int(outcome.cache_hit)
+
+
+class _Progress:
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.stream = total, stream
+        self.tty = stream.isatty() and os.environ.get("TERM") != "dumb"
+        self.update(0, "")
+
+    def update(self, done: int, note: str) -> None:
+        width = 30
+        filled = width * done // max(self.total, 1)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} documents {note}"
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def format_summary(summary: IngestSummary) -> str:
+    lines = [
+        f"{summary.files} files: {summary.extracted} extracted, {summary.needs_review} need "
+        f"review, {len(summary.failed)} failed ({summary.reused} reused from earlier runs)",
+        f"tokens: {summary.input_tokens} in, {summary.output_tokens} out; "
+        f"cost ${summary.cost_usd:.4f}; wall time {summary.wall_seconds:.1f}s",
+    ]
+    lines += [f"  failed {key}: {reason}" for key, reason in summary.failed.items()]
+    return "\n".join(lines)
