@@ -44,11 +44,26 @@ def pg_url(pg_server_url: str) -> Iterator[str]:
     drop_database(pg_server_url, name)
 
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def storage_overrides(url: str) -> dict:
+    """The storage sections of the project's dagster.yaml, pointed at `url`."""
+    import yaml
+
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    sections = {}
+    for name in ("run_storage", "event_log_storage", "schedule_storage"):
+        section = dict(config[name])
+        section["config"] = {"postgres_url": url}
+        sections[name] = section
+    return sections
+
+
 @pytest.fixture
 def instance(pg_url: str) -> Iterator[dg.DagsterInstance]:
-    """A Dagster instance whose run, event-log and schedule storage is on `pg_url`."""
-    overrides = {"storage": {"postgres": {"postgres_url": pg_url}}}
-    with dg.instance_for_test(overrides=overrides) as test_instance:
+    """A Dagster instance whose storage is the project's (dagster.yaml) on `pg_url`."""
+    with dg.instance_for_test(overrides=storage_overrides(pg_url)) as test_instance:
         yield test_instance
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
@@ -53,8 +52,6 @@ from extraction_pipeline.core.schemas import schema_fingerprint
 
 logger = logging.getLogger(__name__)
 
-# PDFium is not thread-safe: renders run in worker threads, one at a time.
-_PDFIUM_LOCK = threading.Lock()
 # Jitter removes up to this fraction of each backoff delay, so retries of many callers spread out.
 JITTER_FRACTION = 0.25
 # Spare connections above the concurrency cap, so the pool never becomes the bottleneck.
@@ -180,8 +177,7 @@ class ExtractionAgent(Generic[RecordT]):
 
     async def _page_images(self, document: DocumentInput) -> tuple[bytes, ...]:
         def render() -> list[bytes]:
-            with _PDFIUM_LOCK:
-                return render_pages_png(document.pdf_bytes, dpi=self.config.image_dpi)
+            return render_pages_png(document.pdf_bytes, dpi=self.config.image_dpi)
 
         return tuple(await asyncio.to_thread(render))
 

@@ -1,23 +1,26 @@
-"""Extracting a batch of registered documents: cache first, then the agent, outcome per document.
+"""Extracting registered documents: cache first, then the agent, one outcome per document.
 
 Results are stored as each document finishes, so a run that dies half-way keeps everything it
-paid for; the next attempt finds those results in the cache.
+paid for; the next attempt finds those results in the cache. A failure of any kind, expected or
+not, becomes that document's outcome: nothing is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from extraction_pipeline.core.agent import extract_many
+from extraction_pipeline.core.agent import ExtractionAgent
 from extraction_pipeline.core.agent_config import AgentConfig
 from extraction_pipeline.core.agent_errors import ExtractionError
-from extraction_pipeline.core.agent_types import DocumentInput, DocumentOutcome
+from extraction_pipeline.core.agent_types import DocumentInput
 from extraction_pipeline.core.pdf import PdfDocumentInfo, PdfLimits, UnreadablePdf, read_pdf
 from extraction_pipeline.core.records import (
     CachedExtraction,
@@ -50,88 +53,174 @@ class ExtractionJob:
     run_id: str | None = None
 
 
+class ExtractionStream:
+    """Documents go in as they become ready (`submit`), outcomes come out as they are stored.
+
+    The model calls run on an event loop in a worker thread, under one agent (one client, one
+    concurrency and rate limiter), so the caller's thread stays free to read the next document
+    and record each outcome (e.g. write a Dagster event) while calls are in flight.
+    Use as a context manager; `close()` says no more documents will come.
+    """
+
+    def __init__(self, job: ExtractionJob) -> None:
+        self.job = job
+        self.fingerprint = schema_fingerprint(job.schema)
+        self._outcomes: queue.Queue[ExtractionRecord | _Done] = queue.Queue()
+        self._loop = asyncio.new_event_loop()
+        self._inbox: asyncio.Queue[tuple[str, PdfDocumentInfo | None] | _Done] | None = None
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="extraction", daemon=True)
+        self._submitted: set[str] = set()
+        self._pending = 0
+        self._closed = False
+
+    def __enter__(self) -> ExtractionStream:
+        self._thread.start()
+        self._started.wait()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+        self._thread.join()
+
+    def submit(self, key: str, info: PdfDocumentInfo | None = None) -> None:
+        """Queue one document; `info` is its already-read text (else it is read here)."""
+        if key in self._submitted:
+            return  # a key asked twice is extracted (and paid) once
+        self._submitted.add(key)
+        self._pending += 1
+        self._loop.call_soon_threadsafe(self._put, (key, info))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._put, _DONE)
+
+    def ready(self) -> list[ExtractionRecord]:
+        """Outcomes stored so far and not yet taken; never waits."""
+        taken: list[ExtractionRecord] = []
+        while self._pending:
+            try:
+                item = self._outcomes.get_nowait()
+            except queue.Empty:
+                break
+            taken.append(self._take(item))
+        return taken
+
+    def remaining(self) -> Iterator[ExtractionRecord]:
+        """Every outcome not taken yet, waiting for each; call after `close()`."""
+        while self._pending:
+            yield self._take(self._outcomes.get())
+
+    def _take(self, item: ExtractionRecord | _Done) -> ExtractionRecord:
+        if isinstance(item, _Done):
+            raise RuntimeError("extraction stopped early") from self._failure
+        self._pending -= 1
+        return item
+
+    def _put(self, item: tuple[str, PdfDocumentInfo | None] | _Done) -> None:
+        assert self._inbox is not None
+        self._inbox.put_nowait(item)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as error:
+            self._failure = error
+            log.exception("the extraction loop failed")
+            self._outcomes.put(_DONE)
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        self._inbox = asyncio.Queue()
+        self._started.set()
+        async with ExtractionAgent(self.job.schema, self.job.config) as agent:
+            tasks: set[asyncio.Task[None]] = set()
+            while not isinstance(item := await self._inbox.get(), _Done):
+                tasks.add(asyncio.create_task(self._one(agent, *item)))
+            await asyncio.gather(*tasks)
+
+    async def _one(
+        self, agent: ExtractionAgent[BaseModel], key: str, info: PdfDocumentInfo | None
+    ) -> None:
+        try:
+            outcome = await self._extract(agent, key, info)
+        except Exception as error:  # never lose a document: record what went wrong
+            log.exception("document %s: extraction failed unexpectedly", key)
+            outcome = _failure(key, None, None, "internal", f"internal: {error}", self.job)
+        try:
+            self.job.records.save(outcome)
+        except Exception:
+            log.exception("document %s: the outcome could not be stored", key)
+        self._outcomes.put(outcome)
+
+    async def _extract(
+        self, agent: ExtractionAgent[BaseModel], key: str, info: PdfDocumentInfo | None
+    ) -> ExtractionRecord:
+        job = self.job
+        document = job.registry.get(key)
+        if document is None:
+            return _failure(key, None, None, "not_registered", f"no registration for {key}", job)
+        key_of_result = cache_key(document.sha256, self.fingerprint, job.config)
+        cached = job.records.cached(key_of_result)
+        if cached is not None:
+            return _success(document, cached.pages, cached, job, cache_hit=True)
+        data = job.registry.original(document)
+        try:
+            info = info or read_pdf(data, job.pdf_limits)
+        except UnreadablePdf as error:
+            message = f"unreadable_input: {type(error).__name__}: {error}"
+            return _failure(key, document, None, "unreadable_input", message, job)
+        outcome = await agent.extract_outcome(
+            DocumentInput(
+                document_key=key,
+                file_name=document.file_name,
+                pdf_bytes=data,
+                page_texts=info.page_texts,
+                has_text_layer=info.has_text_layer,
+            )
+        )
+        if outcome.result is None:
+            failure = outcome.error or ExtractionError("no result and no error")
+            return _error_outcome(document, info.page_count, failure, job)
+        call = CallSummary.from_call(outcome.result.call)
+        record = outcome.result.record.model_dump(mode="json")
+        result = CachedExtraction(record=record, call=call, pages=info.page_count)
+        job.records.remember(key_of_result, result)
+        return _success(document, info.page_count, result, job, cache_hit=False)
+
+
+class _Done:
+    pass
+
+
+_DONE = _Done()
+
+
 def extract_documents(
     job: ExtractionJob,
     keys: Sequence[str],
     read: Mapping[str, PdfDocumentInfo] | None = None,
     on_outcome: Callable[[ExtractionRecord], None] | None = None,
 ) -> list[ExtractionRecord]:
-    """Extract `keys` (sync entry point; runs its own event loop). One outcome per key, in order.
+    """Extract `keys`; one outcome per key, in the order of `keys`.
 
     `read` holds documents already opened by the caller, so they are not parsed twice.
+    `on_outcome` is called as each outcome is stored.
     """
-    return asyncio.run(extract_documents_async(job, keys, read, on_outcome))
-
-
-async def extract_documents_async(
-    job: ExtractionJob,
-    keys: Sequence[str],
-    read: Mapping[str, PdfDocumentInfo] | None = None,
-    on_outcome: Callable[[ExtractionRecord], None] | None = None,
-) -> list[ExtractionRecord]:
-    keys = list(dict.fromkeys(keys))  # a key asked twice is extracted (and paid) once
-    fingerprint = schema_fingerprint(job.schema)
     outcomes: dict[str, ExtractionRecord] = {}
-
-    def finish(outcome: ExtractionRecord) -> None:
-        job.records.save(outcome)
-        outcomes[outcome.document_key] = outcome
-        if on_outcome is not None:
-            on_outcome(outcome)
-
-    inputs: list[DocumentInput] = []
-    documents: dict[str, DocumentRecord] = {}
-    pages: dict[str, int] = {}
-    for key in keys:
-        document = job.registry.get(key)
-        if document is None:
-            finish(_failure(key, None, None, "not_registered", f"no registration for {key}", job))
-            continue
-        documents[key] = document
-        cached = job.records.cached(cache_key(document.sha256, fingerprint, job.config))
-        if cached is not None:
-            finish(_success(document, cached.pages, cached, job, cache_hit=True))
-            continue
-        try:
-            info = (read or {}).get(key) or read_pdf(
-                job.registry.original(document), job.pdf_limits
-            )
-        except UnreadablePdf as error:
-            kind = f"unreadable_input: {type(error).__name__}"
-            finish(_failure(key, document, None, "unreadable_input", f"{kind}: {error}", job))
-            continue
-        pages[key] = info.page_count
-        inputs.append(
-            DocumentInput(
-                document_key=key,
-                file_name=document.file_name,
-                pdf_bytes=job.registry.original(document),
-                page_texts=info.page_texts,
-                has_text_layer=info.has_text_layer,
-            )
-        )
-
-    def on_agent_outcome(outcome: DocumentOutcome[BaseModel]) -> None:
-        document = documents[outcome.document_key]
-        page_count = pages.get(document.document_key)
-        if outcome.result is not None:
-            call = CallSummary.from_call(outcome.result.call)
-            record = outcome.result.record.model_dump(mode="json")
-            cached = CachedExtraction(record=record, call=call, pages=page_count)
-            job.records.remember(cache_key(document.sha256, fingerprint, job.config), cached)
-            finish(_success(document, page_count, cached, job, cache_hit=False))
-        else:
-            error = outcome.error or ExtractionError("no result and no error")
-            finish(_error_outcome(document, page_count, error, job))
-
-    if inputs:
-        await extract_many(inputs, job.schema, job.config, on_outcome=on_agent_outcome)
-    for key in keys:
-        if key not in outcomes:  # storing or validating its outcome failed: never drop it
-            log.error("document %s: no outcome recorded", key)
-            message = "internal: the outcome could not be recorded (see the run log)"
-            finish(_failure(key, documents.get(key), pages.get(key), "internal", message, job))
-    return [outcomes[key] for key in keys]
+    with ExtractionStream(job) as stream:
+        for key in keys:
+            stream.submit(key, (read or {}).get(key))
+        stream.close()
+        for outcome in stream.remaining():
+            outcomes[outcome.document_key] = outcome
+            if on_outcome is not None:
+                on_outcome(outcome)
+    return [outcomes[key] for key in dict.fromkeys(keys)]
 
 
 def _success(

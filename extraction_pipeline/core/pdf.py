@@ -7,6 +7,7 @@ wrong, so an operator reading a failed partition knows what to do without openin
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import pypdfium2 as pdfium
@@ -17,6 +18,8 @@ PDF_MAGIC = b"%PDF-"
 MAGIC_SEARCH_BYTES = 1024
 # Fewer non-blank characters than this per page means a scan without a usable text layer.
 MIN_TEXT_CHARS_PER_PAGE = 25
+# PDFium is not thread-safe: every use of it in the process goes through this lock.
+_PDFIUM = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,13 @@ def read_pdf(data: bytes, limits: PdfLimits | None = None) -> PdfDocumentInfo:
     """Open a PDF from its bytes and read its text, or raise the specific `UnreadablePdf`."""
     limits = limits or PdfLimits()
     _check_bytes(data, limits)
-    document = _open(data)
-    try:
-        page_count = _check_pages(len(document), limits)
-        page_texts = tuple(_page_text(document, index) for index in range(page_count))
-    finally:
-        document.close()
+    with _PDFIUM:
+        document = _open(data)
+        try:
+            page_count = _check_pages(len(document), limits)
+            page_texts = tuple(_page_text(document, index) for index in range(page_count))
+        finally:
+            document.close()
     return PdfDocumentInfo(
         sha256=sha256_hex(data),
         size_bytes=len(data),
@@ -97,31 +101,34 @@ def check_pdf(data: bytes, limits: PdfLimits | None = None) -> int:
     raises the same `UnreadablePdf` that `read_pdf` would."""
     limits = limits or PdfLimits()
     _check_bytes(data, limits)
-    document = _open(data)
-    try:
-        return _check_pages(len(document), limits)
-    finally:
-        document.close()
+    with _PDFIUM:
+        document = _open(data)
+        try:
+            return _check_pages(len(document), limits)
+        finally:
+            document.close()
 
 
 def render_pages_png(data: bytes, dpi: int = 150, max_pages: int | None = None) -> list[bytes]:
     """Render pages as grayscale PNG images, for documents without a usable text layer."""
     import io
 
-    document = _open(data)
-    try:
-        count = len(document) if max_pages is None else min(len(document), max_pages)
-        images: list[bytes] = []
-        for index in range(count):
-            page = document[index]
-            bitmap = page.render(scale=dpi / 72, grayscale=True)
-            buffer = io.BytesIO()
-            bitmap.to_pil().save(buffer, format="PNG", optimize=True)
-            images.append(buffer.getvalue())
-            page.close()
-        return images
-    finally:
-        document.close()
+    images: list[bytes] = []
+    with _PDFIUM:
+        document = _open(data)
+        try:
+            count = len(document) if max_pages is None else min(len(document), max_pages)
+            for index in range(count):
+                page = document[index]
+                bitmap = page.render(scale=dpi / 72, grayscale=True)
+                image = bitmap.to_pil()
+                page.close()
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG", optimize=True)
+                images.append(buffer.getvalue())
+        finally:
+            document.close()
+    return images
 
 
 def _check_bytes(data: bytes, limits: PdfLimits) -> None:

@@ -104,7 +104,7 @@ class Settings:
     data_dir: Path
     inbox: Path
     sensor_interval_seconds: int = 5
-    sensor_max_files: int = 100
+    sensor_max_files: int = 200
     settle_seconds: float = 2.0
     pdf_limits: PdfLimits = field(default_factory=PdfLimits)
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
@@ -120,7 +120,7 @@ class Settings:
             data_dir=data_dir,
             inbox=inbox,
             sensor_interval_seconds=_int(env, "EXTRACTION_SENSOR_INTERVAL", 5, minimum=1),
-            sensor_max_files=_int(env, "EXTRACTION_SENSOR_MAX_FILES", 100, minimum=1),
+            sensor_max_files=_int(env, "EXTRACTION_SENSOR_MAX_FILES", 200, minimum=1),
             settle_seconds=_float(env, "EXTRACTION_SETTLE_SECONDS", 2.0),
             extraction=ExtractionSettings.from_env(env),
             operations=OperationsSettings.from_env(env),

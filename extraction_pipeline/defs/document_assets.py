@@ -8,12 +8,13 @@ and, at the end, fails exactly the partitions that failed. The assets can still 
 separately (the op is subsettable): a backfill of `extraction` alone reads the stored originals.
 """
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
 
-from extraction_pipeline.core.extraction import ExtractionJob, extract_documents
+from extraction_pipeline.core.extraction import ExtractionJob, ExtractionStream
 from extraction_pipeline.core.pdf import PdfDocumentInfo, UnreadablePdf, read_pdf
 from extraction_pipeline.core.records import ExtractionRecord
 from extraction_pipeline.core.registry import DocumentRecord, DocumentRegistry
@@ -96,49 +97,41 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
         extraction_agent: ExtractionAgentResource,
     ) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
         keys = context.partition_keys
+        selected = context.selected_asset_keys
         settled = _settled_in_run(context) if context.retry_number else Settled()
         failures = {k: v for k, v in {**settled.source, **settled.extraction}.items() if v}
-        retryable = False
-        infos: dict[str, PdfDocumentInfo] = {}
-
-        if SOURCE_KEY in context.selected_asset_keys:
-            registry = document_store.registry()
+        outcomes: list[ExtractionRecord] = []
+        registry = document_store.registry()
+        job = ExtractionJob(
+            registry=registry,
+            records=document_store.records(),
+            schema=extraction_agent.schema(),
+            config=extraction_agent.agent_config(),
+            policy=ValidationPolicy(),
+            pdf_limits=document_store.pdf_limits(),
+            run_id=context.run.run_id,
+        )
+        extracting = EXTRACTION_KEY in selected
+        # Each document is handed to the model as soon as its source is read, and each outcome
+        # is recorded as soon as it is stored: reading, calls and event writes overlap.
+        with ExtractionStream(job) if extracting else contextlib.nullcontext() as stream:
             for key in keys:
-                if key in settled.source:
-                    continue
-                event, info, error = _read_source(registry, key, document_store)
-                yield event
-                if info is not None:
-                    infos[key] = info
-                else:
-                    failures[key] = error
-                    context.log.error(f"{key}: {error}")
-
-        if EXTRACTION_KEY in context.selected_asset_keys:
-            todo = [k for k in keys if k not in settled.extraction and k not in failures]
-            job = ExtractionJob(
-                registry=document_store.registry(),
-                records=document_store.records(),
-                schema=extraction_agent.schema(),
-                config=extraction_agent.agent_config(),
-                policy=ValidationPolicy(),
-                pdf_limits=document_store.pdf_limits(),
-                run_id=context.run.run_id,
-            )
-            outcomes = extract_documents(job, todo, infos)
-            for outcome in outcomes:
-                metadata = outcome_metadata(outcome)
-                if outcome.status == "failed":
-                    failures[outcome.document_key] = outcome.error_message or "failed"
-                    retryable = retryable or bool(outcome.retryable)
-                    yield dg.AssetObservation(
-                        asset_key=EXTRACTION_KEY, partition=outcome.document_key, metadata=metadata
-                    )
-                else:
-                    yield dg.AssetMaterialization(
-                        asset_key=EXTRACTION_KEY, partition=outcome.document_key, metadata=metadata
-                    )
+                info = None
+                if SOURCE_KEY in selected and key not in settled.source:
+                    event, info, error = _read_source(registry, key, document_store)
+                    yield event
+                    if info is None:
+                        failures[key] = error
+                        context.log.error(f"{key}: {error}")
+                if stream is not None and key not in settled.extraction and key not in failures:
+                    stream.submit(key, info)
+                    yield from _extraction_events(stream.ready(), outcomes, failures)
+            if stream is not None:
+                stream.close()
+                yield from _extraction_events(stream.remaining(), outcomes, failures)
+        if extracting:
             context.log.info(_summary(outcomes, len(settled.extraction)))
+        retryable = any(o.retryable for o in outcomes if o.status == "failed")
 
         if failures:
             raise dg.Failure(
@@ -151,6 +144,24 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
             )
 
     return document_assets
+
+
+def _extraction_events(
+    ready: Iterable[ExtractionRecord], outcomes: list[ExtractionRecord], failures: dict[str, str]
+) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
+    """The event of each outcome: a materialisation, or an observation of the failure."""
+    for outcome in ready:
+        outcomes.append(outcome)
+        metadata = outcome_metadata(outcome)
+        if outcome.status == "failed":
+            failures[outcome.document_key] = outcome.error_message or "failed"
+            yield dg.AssetObservation(
+                asset_key=EXTRACTION_KEY, partition=outcome.document_key, metadata=metadata
+            )
+        else:
+            yield dg.AssetMaterialization(
+                asset_key=EXTRACTION_KEY, partition=outcome.document_key, metadata=metadata
+            )
 
 
 def _read_source(

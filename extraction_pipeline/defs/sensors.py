@@ -9,7 +9,11 @@ from extraction_pipeline.core.inbox import IntakeCursor, plan_intake, scan_inbox
 from extraction_pipeline.core.intake import IntakeDecision, take_documents
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.jobs import intake_job, source_job
-from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
+from extraction_pipeline.defs.partitions import (
+    DOCUMENTS_PARTITIONS_NAME,
+    MAX_DOCUMENTS_PER_RUN,
+    documents_partitions,
+)
 from extraction_pipeline.defs.resources import DocumentStoreResource
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -17,11 +21,17 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def intake_run_requests(decision: IntakeDecision) -> list[dg.RunRequest]:
-    """A ranged run per group of documents registered this tick (each group is contiguous in
-    partition order, having been added together): the readable ones through extraction, the
-    unreadable ones through source_document alone; and a run per restored document."""
+    """Ranged runs for the documents registered this tick (each group is contiguous in partition
+    order, having been added together): the readable ones through extraction, in runs of at most
+    MAX_DOCUMENTS_PER_RUN, the unreadable ones through source_document alone; and a run per
+    restored document."""
     requests: list[dg.RunRequest] = []
-    for keys, job in ((decision.new_keys, intake_job), (decision.unreadable_keys, source_job)):
+    groups = [
+        (decision.new_keys[start : start + MAX_DOCUMENTS_PER_RUN], intake_job)
+        for start in range(0, len(decision.new_keys), MAX_DOCUMENTS_PER_RUN)
+    ]
+    groups.append((decision.unreadable_keys, source_job))
+    for keys, job in groups:
         if len(keys) == 1:
             requests.append(
                 dg.RunRequest(partition_key=keys[0], run_key=f"intake:{keys[0]}", job_name=job.name)

@@ -35,3 +35,12 @@ def test_runs_and_events_land_in_postgres_tables(
             ("documents",),
         )
         assert cursor.fetchall() == [(key,)]
+
+
+def test_event_log_storage_is_the_pooled_one_from_dagster_yaml(
+    instance: dg.DagsterInstance,
+) -> None:
+    from extraction_pipeline.storage import PooledPostgresEventLogStorage
+
+    assert isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
+    assert instance.event_log_storage._engine.pool.size() == 2  # a pool, not NullPool
