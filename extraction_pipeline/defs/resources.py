@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -53,43 +54,26 @@ class ExtractionAgentResource(dg.ConfigurableResource):
     api_key_env_var: str = Field(
         default="OPENAI_API_KEY", description="Environment variable holding the API key."
     )
-    max_concurrency: int = Field(description="EXTRACTION_MAX_CONCURRENCY, per run")
-    rpm: int = Field(default=0, description="EXTRACTION_RPM, per run; 0: unlimited")
-    tpm: int = Field(default=0, description="EXTRACTION_TPM, per run; 0: unlimited")
+    max_concurrency: int = Field(description="EXTRACTION_MAX_CONCURRENCY, per pool slot")
+    rpm: int = Field(default=0, description="EXTRACTION_RPM, per pool slot; 0: unlimited")
+    tpm: int = Field(default=0, description="EXTRACTION_TPM, per pool slot; 0: unlimited")
     timeout_seconds: float = Field(description="EXTRACTION_TIMEOUT")
     max_retries: int = Field(description="EXTRACTION_MAX_RETRIES")
     prices: str | None = Field(default=None, description="EXTRACTION_PRICES: JSON or a path")
+    step_retry_delay_seconds: float = Field(description="EXTRACTION_STEP_RETRY_DELAY")
 
+    # The fields mirror ExtractionSettings (shown in the UI's resource page), but for `schema`,
+    # a name pydantic models reserve.
     @classmethod
     def from_settings(cls, settings: ExtractionSettings) -> ExtractionAgentResource:
-        return cls(
-            model=settings.model,
-            api_mode=settings.api_mode,
-            input_mode=settings.input_mode,
-            schema_ref=settings.schema,
-            base_url=settings.base_url,
-            max_concurrency=settings.max_concurrency,
-            rpm=settings.rpm,
-            tpm=settings.tpm,
-            timeout_seconds=settings.timeout_seconds,
-            max_retries=settings.max_retries,
-            prices=settings.prices,
-        )
+        values = dataclasses.asdict(settings)
+        values["schema_ref"] = values.pop("schema")
+        return cls(**values)
 
     def settings(self) -> ExtractionSettings:
-        return ExtractionSettings(
-            model=self.model,
-            api_mode=self.api_mode,
-            input_mode=self.input_mode,
-            schema=self.schema_ref,
-            base_url=self.base_url,
-            max_concurrency=self.max_concurrency,
-            rpm=self.rpm,
-            tpm=self.tpm,
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-            prices=self.prices,
-        )
+        values = self.model_dump(exclude={"api_key_env_var"})
+        values["schema"] = values.pop("schema_ref")
+        return ExtractionSettings(**values)
 
     def agent_config(self) -> AgentConfig:
         return self.settings().agent_config(api_key=os.environ.get(self.api_key_env_var))

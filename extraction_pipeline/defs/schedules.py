@@ -88,11 +88,8 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
             for f in idle_document_facts(context.instance, keys, skip_materialized=True)
             if needs_intake(f) and not registered_recently(registry, f.document_key, grace_seconds)
         ]
-        batches = contiguous_batches(keys, todo, MAX_DOCUMENTS_PER_RUN)
-        batches = batches[: operations.max_runs_per_tick]
-        if not batches:
-            return dg.SkipReason(f"all {len(keys)} documents have an extraction or a run")
-        return batch_run_requests(batches, intake_job.name, "nightly_intake", _tick(context))
+        skip = f"all {len(keys)} documents have an extraction or a run"
+        return _runs_or_skip(context, keys, todo, "nightly_intake", intake_job.name, skip)
 
     @dg.schedule(
         name="retry_failed",
@@ -110,11 +107,22 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
         keys = all_document_keys(context.instance)
         facts = idle_document_facts(context.instance, keys, skip_materialized=True)
         todo = [f.document_key for f in facts if needs_retry(f, policy)]
+        skip = "no failed document is due for a retry"
+        return _runs_or_skip(context, keys, todo, "retry_failed", extraction_job.name, skip)
+
+    def _runs_or_skip(
+        context: dg.ScheduleEvaluationContext,
+        keys: Sequence[str],
+        todo: Sequence[str],
+        trigger: str,
+        job: str,
+        skip: str,
+    ) -> list[dg.RunRequest] | dg.SkipReason:
         batches = contiguous_batches(keys, todo, MAX_DOCUMENTS_PER_RUN)
         batches = batches[: operations.max_runs_per_tick]
         if not batches:
-            return dg.SkipReason("no failed document is due for a retry")
-        return batch_run_requests(batches, extraction_job.name, "retry_failed", _tick(context))
+            return dg.SkipReason(skip)
+        return batch_run_requests(batches, job, trigger, _tick(context))
 
     return [nightly_intake, retry_failed]
 

@@ -21,3 +21,20 @@ def test_module_definitions_load_from_environment() -> None:
     from extraction_pipeline.definitions import defs
 
     assert defs.resolve_sensor_def("inbox_sensor") is not None
+
+
+def test_extraction_resource_carries_every_extraction_setting() -> None:
+    from dataclasses import replace
+
+    from extraction_pipeline.defs.resources import ExtractionAgentResource
+
+    settings = replace(
+        Settings.from_env({}).extraction,
+        model="gpt-5-mini",
+        api_mode="chat",
+        schema="my_pkg.schemas:PurchaseOrder",
+        max_concurrency=3,
+        rpm=60,
+        step_retry_delay_seconds=1.5,
+    )
+    assert ExtractionAgentResource.from_settings(settings).settings() == settings

@@ -1,0 +1,108 @@
+"""The benchmark scripts' `--quick` modes still run (so the benchmarks cannot rot): each exits 0
+and writes its JSON figures with the expected keys holding positive numbers.
+
+The three that start a real dagster-daemon take about a minute each on a 2-core machine and are
+marked `benchmark`; `pytest -m "not benchmark"` leaves them out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+CASES = [
+    pytest.param(
+        "pdf_reading",
+        ["read_pdf.pages_per_s", "pypdf.pages_per_s", "ratio_read_pdf_over_pypdf"],
+        60,
+        id="pdf_reading",
+    ),
+    pytest.param(
+        "scale",
+        [
+            "register.register_docs_per_s",
+            "register.add_partitions_s",
+            "sensor_tick.sensor_tick_s",
+            "sensor_tick.daemon_has_partition_x1000_s",
+            "schedule_ticks.nightly_intake_tick_s",
+            "schedule_ticks.nightly_intake_run_requests",
+            "refresh.refresh_1000_new_s",
+            "event_log.event_log_bytes_per_doc",
+            "event_log.event_log_rows_per_doc",
+            "peak_rss_bytes.benchmark driver",
+        ],
+        240,
+        id="scale",
+    ),
+    pytest.param(
+        "throughput",
+        [
+            "plain.docs_per_s",
+            "plain.peak_in_flight",
+            "pipeline.docs_per_s",
+            "pipeline.peak_in_flight",
+            "pipeline.pipeline_cpu_ms_per_doc",
+            "ratios.pipeline_over_plain",
+            "ratios.pipeline_over_ideal",
+        ],
+        300,
+        marks=pytest.mark.benchmark,
+        id="throughput",
+    ),
+    pytest.param(
+        "overhead",
+        [
+            "pipeline_cpu_ms_per_doc",
+            "breakdown.read_pdf.cpu_ms_per_doc",
+            "breakdown.model_client.cpu_ms_per_doc",
+            "breakdown.dagster_intake_run.cpu_ms_per_doc",
+            "breakdown.refresh_tables.cpu_ms_per_doc",
+        ],
+        300,
+        marks=pytest.mark.benchmark,
+        id="overhead",
+    ),
+    pytest.param(
+        "latency",
+        ["median_s", "target_s", "ratio_to_target", "median_stages_s.extraction_s"],
+        300,
+        marks=pytest.mark.benchmark,
+        id="latency",
+    ),
+]
+
+
+def figure(figures: dict, dotted: str) -> object:
+    value: object = figures
+    for part in dotted.split("."):
+        assert isinstance(value, dict) and part in value, f"missing {dotted!r}"
+        value = value[part]
+    return value
+
+
+@pytest.mark.parametrize(("name", "keys", "timeout"), CASES)
+def test_quick_mode_runs_and_writes_its_figures(
+    name: str, keys: list[str], timeout: int, tmp_path: Path
+) -> None:
+    env = {**os.environ, "BENCHMARK_RESULTS_DIR": str(tmp_path)}
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    result = json.loads((tmp_path / f"{name}.json").read_text())
+    assert result["benchmark"] == name
+    for key in keys:
+        value = figure(result["figures"], key)
+        assert isinstance(value, int | float) and value > 0, f"{key} = {value!r}"
