@@ -10,13 +10,16 @@ from extraction_pipeline.defs.document_assets import EXTRACTION_KEY
 from extraction_pipeline.defs.metadata import column_schema, markdown_preview
 from extraction_pipeline.defs.resources import DocumentStoreResource
 
-# Fires on every new extraction outcome, and does not wait for missing, failed or in-progress
-# partitions: with a stream of documents some are always in one of those states.
-TABLES_CONDITION = (
-    dg.AutomationCondition.eager()
-    .without(~dg.AutomationCondition.any_deps_missing())
-    .without(~dg.AutomationCondition.any_deps_in_progress())
+# Fires on every new extraction outcome, success (a materialisation) or failure (a failed run:
+# failures are observations, which do not count as updates), and does not wait for missing,
+# failed or in-progress partitions: with a stream of documents some always are.
+_NEW_OUTCOME = dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.execution_failed().newly_true()
 )
+TABLES_CONDITION = (
+    (dg.AutomationCondition.newly_missing() | _NEW_OUTCOME).since_last_handled()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("refresh on every new extraction outcome")
 CHANGES_PAGE = 5000
 
 DESCRIPTIONS = {

@@ -126,3 +126,19 @@ def test_automation_refreshes_tables_while_partitions_are_missing_or_failed(
 
     requested = {result.key.to_user_string() for result in after.results if result.true_subset.size}
     assert requested == set(TABLES)
+
+
+def test_automation_refreshes_tables_after_a_run_where_every_document_failed(
+    instance: dg.DagsterInstance, pipeline_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    registry = DocumentRegistry(LocalObjectStore(pipeline_settings.data_dir))
+    refused = invoice_pdf(make_invoice(2), extra_text="SIMULATE:REFUSE")
+    key = registry.register("refused.pdf", refused).record.document_key
+    instance.add_dynamic_partitions("documents", [key])
+    defs = definitions_for(pipeline_settings)
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    extract(instance, pipeline_settings, [key])  # fails: only an observation, no materialisation
+
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+
+    assert after.total_requested == len(TABLES)
