@@ -5,7 +5,7 @@ from collections.abc import Collection, Sequence
 import dagster as dg
 
 from extraction_pipeline.core.lifecycle import AssetState, DocumentFacts
-from extraction_pipeline.defs.document_assets import EXTRACTION_KEY, SOURCE_KEY
+from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
 from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from extraction_pipeline.defs.document_assets import EXTRACTION_KEY, SOURCE_KEY
+from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
 
 RUN_EVENT_TYPES = {
     dg.DagsterEventType.ASSET_MATERIALIZATION,

@@ -8,9 +8,11 @@ object-storage implementation can replace it without touching callers.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -39,6 +41,10 @@ class ObjectStore(Protocol):
 
     def uri(self, name: str) -> str:
         """Where a person can find the object (a path or URL), for metadata and logs."""
+        ...
+
+    def lock(self, name: str) -> AbstractContextManager[None]:
+        """An exclusive lock, across processes, for read-modify-write of shared objects."""
         ...
 
 
@@ -88,3 +94,14 @@ class LocalObjectStore:
 
     def uri(self, name: str) -> str:
         return str(self._path(name).resolve())
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        path = self._path(f"locks/{name}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

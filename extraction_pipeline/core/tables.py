@@ -33,7 +33,43 @@ from extraction_pipeline.core.table_schema import (
 TABLES_PREFIX = "tables"
 # The change-feed position is stored in documents.parquet's own metadata, and documents.parquet
 # is written last: a refresh that dies half-way is repeated whole, and a repeat is harmless.
-CURSOR_METADATA_KEY = b"extraction_storage_id"
+POSITION_METADATA_KEY = b"extraction_feed_position"
+# Events are numbered when inserted but become visible when committed, so with several runs
+# writing at once a lower number can appear after a higher one was read. The feed therefore
+# re-reads this many numbers back and skips the ones it already took.
+FEED_WINDOW = 1000
+
+
+@dataclass(frozen=True)
+class FeedPosition:
+    """How far the tables have read the change feed: the highest storage id taken, and the ids
+    taken within FEED_WINDOW below it."""
+
+    storage_id: int = 0
+    recent: frozenset[int] = frozenset()
+
+    @property
+    def read_after(self) -> int:
+        return max(0, self.storage_id - FEED_WINDOW)
+
+    def is_new(self, storage_id: int) -> bool:
+        return storage_id > self.read_after and storage_id not in self.recent
+
+    def advance(self, taken: Iterable[int]) -> FeedPosition:
+        ids = set(self.recent) | set(taken)
+        top = max(ids, default=self.storage_id)
+        top = max(top, self.storage_id)
+        return FeedPosition(top, frozenset(i for i in ids if i > top - FEED_WINDOW))
+
+    def encode(self) -> bytes:
+        return json.dumps({"storage_id": self.storage_id, "recent": sorted(self.recent)}).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> FeedPosition:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(int(data["storage_id"]), frozenset(int(i) for i in data["recent"]))
 
 
 def table_name(table: str) -> str:
@@ -74,12 +110,12 @@ def refresh_tables(
     tables: TableSet,
     outcomes: Sequence[ExtractionRecord],
     paid: Mapping[str, float] | None = None,
-    cursor: int | None = None,
+    position: FeedPosition | None = None,
 ) -> list[TableSummary]:
     """Replace the rows of `outcomes`' documents in every table; return what each holds now.
 
     `paid` adds, per document, what the attempts since the last refresh cost (failed ones
-    included) to its `cost_usd_total`; `cursor` is the change-feed position to store.
+    included) to its `cost_usd_total`; `position` is the change-feed position to store.
     """
     changed = [outcome.document_key for outcome in outcomes]
     documents = read_table(store, tables.documents)
@@ -105,8 +141,8 @@ def refresh_tables(
         table = _merge(previous, changed, rows[layout.name], layout)
         cost = None
         if layout is tables.documents:
-            position = cursor if cursor is not None else read_cursor(store)
-            table = table.replace_schema_metadata({CURSOR_METADATA_KEY: str(position).encode()})
+            stored = position if position is not None else read_position(store)
+            table = table.replace_schema_metadata({POSITION_METADATA_KEY: stored.encode()})
             cost = round(float(pc.sum(table["cost_usd_total"]).as_py() or 0.0), 6)
         store.put(table_name(layout.name), _to_parquet(table))
         summaries[layout.name] = TableSummary(
@@ -119,14 +155,14 @@ def refresh_tables(
     return [summaries[layout.name] for layout in tables.all]
 
 
-def read_cursor(store: ObjectStore) -> int:
-    """The change-feed position of the last complete refresh (0 before the first)."""
+def read_position(store: ObjectStore) -> FeedPosition:
+    """The change-feed position of the last complete refresh (the start before the first)."""
     try:
         data = store.get(table_name(DOCUMENTS.name))
     except FileNotFoundError:
-        return 0
+        return FeedPosition()
     metadata = pq.read_schema(io.BytesIO(data)).metadata or {}
-    return int(metadata.get(CURSOR_METADATA_KEY, b"0"))
+    return FeedPosition.decode(metadata.get(POSITION_METADATA_KEY))
 
 
 def _previous_totals(documents: pa.Table, keys: Sequence[str]) -> dict[str, float]:

@@ -21,13 +21,14 @@ from extraction_pipeline.core.registry import DocumentRecord, DocumentRegistry
 from extraction_pipeline.core.schemas import load_schema
 from extraction_pipeline.core.settings import ExtractionSettings
 from extraction_pipeline.core.table_schema import record_layouts
+from extraction_pipeline.core.tables import TableSet
 from extraction_pipeline.core.validation import ValidationPolicy
+from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
 from extraction_pipeline.defs.metadata import column_schema, outcome_metadata
 from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY, documents_partitions
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
+from extraction_pipeline.defs.table_refresh import refresh_from_change_feed
 
-SOURCE_KEY = dg.AssetKey("source_document")
-EXTRACTION_KEY = dg.AssetKey("extraction")
 MODEL_POOL = "openai"
 STEP_RETRIES = 2
 
@@ -131,6 +132,13 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
                 yield from _extraction_events(stream.remaining(), outcomes, failures)
         if extracting:
             context.log.info(_summary(outcomes, len(settled.extraction)))
+            # The run brings the tables up to date itself: rows appear as soon as the run's
+            # documents are done, without waiting for another run to start.
+            tables = TableSet.for_schema(job.schema)
+            for table, metadata in refresh_from_change_feed(
+                context.instance, document_store, tables
+            ):
+                yield dg.AssetMaterialization(asset_key=table, metadata=metadata)
         retryable = any(o.retryable for o in outcomes if o.status == "failed")
 
         if failures:

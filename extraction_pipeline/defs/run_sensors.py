@@ -20,7 +20,7 @@ from extraction_pipeline.core.lifecycle import (
 )
 from extraction_pipeline.core.notify import post_json
 from extraction_pipeline.core.settings import Settings
-from extraction_pipeline.defs.document_assets import EXTRACTION_KEY, SOURCE_KEY
+from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
 from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME
 from extraction_pipeline.defs.resources import DocumentStoreResource
 

@@ -16,8 +16,8 @@ from extraction_pipeline.core.lifecycle import (
 )
 from extraction_pipeline.core.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
-from extraction_pipeline.defs.document_assets import EXTRACTION_KEY
 from extraction_pipeline.defs.jobs import extraction_job, intake_job
+from extraction_pipeline.defs.keys import EXTRACTION_KEY
 from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG

@@ -513,14 +513,30 @@ def test_literal_and_enum_fields_are_plain_string_columns() -> None:
 def test_cost_total_adds_every_attempt_and_the_cursor_is_stored(
     store: LocalObjectStore, tables: TableSet
 ) -> None:
-    from extraction_pipeline.core.tables import read_cursor
+    from extraction_pipeline.core.tables import FeedPosition, read_position
 
-    assert read_cursor(store) == 0
-    refresh_tables(store, tables, [extracted("doc-a")], paid={"doc-a": 0.01}, cursor=7)
+    assert read_position(store) == FeedPosition()
+    first = FeedPosition().advance([7])
+    refresh_tables(store, tables, [extracted("doc-a")], paid={"doc-a": 0.01}, position=first)
     failed_again = extracted("doc-a", call=call(cost_usd=0.02))
-    (documents, *_) = refresh_tables(store, tables, [failed_again], paid={"doc-a": 0.02}, cursor=9)
+    (documents, *_) = refresh_tables(
+        store, tables, [failed_again], paid={"doc-a": 0.02}, position=first.advance([9])
+    )
     (row,) = stored(store, "documents").to_pylist()
     assert row["cost_usd_total"] == pytest.approx(0.03)
     assert row["cost_usd"] == pytest.approx(0.02)
-    assert read_cursor(store) == 9
+    assert read_position(store) == FeedPosition(9, frozenset({7, 9}))
     assert documents.cost_usd_total == pytest.approx(0.03)
+
+
+def test_feed_position_takes_late_commits_within_the_window_once() -> None:
+    from extraction_pipeline.core.tables import FEED_WINDOW, FeedPosition
+
+    position = FeedPosition().advance([10, 12])
+    assert not position.is_new(12) and not position.is_new(10)
+    assert position.is_new(11)  # committed after 12 was read: still taken, once
+    later = position.advance([11])
+    assert not later.is_new(11) and later.storage_id == 12
+    far = later.advance([12 + 2 * FEED_WINDOW])
+    assert far.recent == frozenset({12 + 2 * FEED_WINDOW})
+    assert FeedPosition.decode(far.encode()) == far

@@ -8,7 +8,7 @@ import dagster as dg
 import psutil
 
 from extraction_pipeline.core.settings import Settings
-from extraction_pipeline.defs.document_assets import EXTRACTION_KEY
+from extraction_pipeline.defs.keys import EXTRACTION_KEY
 from extraction_pipeline.defs.partitions import documents_partitions
 from extraction_pipeline.samples import invoice_pdf, make_invoice
 from extraction_pipeline.simulator import SimulatorControl

@@ -1,0 +1,98 @@
+"""Bringing the Parquet tables up to date from the `extraction` event log (the change feed).
+
+Called by every extraction run at its end and by the `tables` asset; a lock in the data dir
+keeps two refreshes from rewriting the files at once.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from extraction_pipeline.core.tables import (
+    FeedPosition,
+    TableSet,
+    TableSummary,
+    read_position,
+    refresh_tables,
+    table_name,
+)
+from extraction_pipeline.defs.keys import EXTRACTION_KEY
+from extraction_pipeline.defs.metadata import markdown_preview
+from extraction_pipeline.defs.resources import DocumentStoreResource
+
+CHANGES_PAGE = 5000
+# Outcomes that arrive while a refresh runs are taken in further passes, so a burst that ends
+# while the tables are being written does not leave its last documents behind.
+MAX_PASSES = 5
+
+
+def refresh_from_change_feed(
+    instance: dg.DagsterInstance, document_store: DocumentStoreResource, tables: TableSet
+) -> list[tuple[str, dict[str, Any]]]:
+    """Replace the rows of every document whose outcome changed since the last refresh; return
+    (table name, materialisation metadata) per table."""
+    store = document_store.object_store()
+    records = document_store.records()
+    with store.lock("tables"):
+        position = read_position(store)
+        changed = 0
+        summaries: list[TableSummary] = []
+        for _ in range(MAX_PASSES):
+            paid, position_after = changed_documents(instance, position)
+            if summaries and not paid:
+                break
+            outcomes = [o for o in (records.load(key) for key in paid) if o is not None]
+            summaries = refresh_tables(store, tables, outcomes, paid, position_after)
+            position, changed = position_after, changed + len(outcomes)
+    results = []
+    for summary in summaries:
+        metadata: dict[str, Any] = {
+            "dagster/row_count": summary.row_count,
+            "rows_changed": summary.rows_changed,
+            "documents_changed": changed,
+            "feed_storage_id": position.storage_id,
+            "path": dg.MetadataValue.path(store.uri(table_name(summary.name))),
+            "preview": dg.MetadataValue.md(markdown_preview(summary.preview)),
+        }
+        if summary.cost_usd_total is not None:
+            metadata["cost_usd_total"] = dg.MetadataValue.float(summary.cost_usd_total)
+        results.append((summary.name, metadata))
+    return results
+
+
+def changed_documents(
+    instance: dg.DagsterInstance, position: FeedPosition
+) -> tuple[dict[str, float], FeedPosition]:
+    """Partitions of `extraction` with an outcome (success or failure) not taken yet, each with
+    what those outcomes cost (reused results cost nothing), and the position after them."""
+    paid: dict[str, float] = {}
+    taken: list[int] = []
+    record_filter = dg.AssetRecordsFilter(
+        asset_key=EXTRACTION_KEY, after_storage_id=position.read_after
+    )
+    for fetch in (instance.fetch_materializations, instance.fetch_observations):
+        page_cursor = None
+        while True:
+            result = fetch(record_filter, limit=CHANGES_PAGE, cursor=page_cursor, ascending=True)
+            for record in result.records:
+                if not position.is_new(record.storage_id):
+                    continue
+                taken.append(record.storage_id)
+                if record.partition_key is not None:
+                    paid[record.partition_key] = paid.get(record.partition_key, 0.0) + _cost(record)
+            if not result.has_more:
+                break
+            page_cursor = result.cursor
+    return paid, position.advance(taken)
+
+
+def _cost(record: dg.EventLogRecord) -> float:
+    event = record.event_log_entry.dagster_event
+    data = event.event_specific_data if event else None
+    outcome = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+    metadata = outcome.metadata if outcome is not None else {}
+    cache_hit = metadata.get("cache_hit")
+    cost = metadata.get("cost_usd")
+    if cost is None or (cache_hit is not None and cache_hit.value):
+        return 0.0
+    return float(cost.value or 0.0)
