@@ -1,0 +1,162 @@
+"""The pipeline run the way a user runs it: `dagster-daemon run -w workspace.yaml` on a fresh
+DAGSTER_HOME (the project's dagster.yaml) and a fresh Postgres database, watching a drop folder,
+calling the model simulator; plus what the benchmarks read back from the instance and tables."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+from common import API_KEY, BIN, PROJECT_ROOT, start_process, wait_for
+from dagster._core.scheduler.instigation import InstigatorType
+from meter import ProcessTreeMeter
+
+EXTRACTION = dg.AssetKey("extraction")
+DOCUMENTS_TABLE = dg.AssetKey("documents")
+DONE_STATUSES = ("extracted", "needs_review")
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The environment knobs the pipeline reads (README, Configuration)."""
+
+    max_concurrency: int = 8
+    sensor_interval: int = 5
+    sensor_max_files: int = 100
+    settle_seconds: float = 2.0
+    tables_interval: int = 10
+
+    def env(self) -> dict[str, str]:
+        return {
+            "EXTRACTION_MAX_CONCURRENCY": str(self.max_concurrency),
+            "EXTRACTION_SENSOR_INTERVAL": str(self.sensor_interval),
+            "EXTRACTION_SENSOR_MAX_FILES": str(self.sensor_max_files),
+            "EXTRACTION_SETTLE_SECONDS": str(self.settle_seconds),
+            "EXTRACTION_TABLES_INTERVAL": str(self.tables_interval),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RunningPipeline:
+    """A daemon (and the code server and run workers it starts) on its own home and data dir."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        pg_url: str,
+        model_base_url: str,
+        knobs: Knobs,
+        stack: contextlib.ExitStack,
+    ) -> None:
+        self.workdir = workdir
+        self.home = workdir / "dagster_home"
+        self.data_dir = workdir / "data"
+        self.inbox = workdir / "inbox"
+        for folder in (self.home, self.data_dir, self.inbox):
+            folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        self.knobs = knobs
+        self.env = {
+            "DAGSTER_HOME": str(self.home),
+            "EXTRACTION_PG_URL": pg_url,
+            "EXTRACTION_DATA_DIR": str(self.data_dir),
+            "EXTRACTION_INBOX": str(self.inbox),
+            "OPENAI_BASE_URL": model_base_url,
+            "OPENAI_API_KEY": API_KEY,
+            **knobs.env(),
+        }
+        os.environ["EXTRACTION_PG_URL"] = pg_url  # the instance below reads dagster.yaml too
+        self.instance = stack.enter_context(dg.DagsterInstance.from_config(str(self.home)))
+        self.daemon = start_process(
+            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            self.env,
+            workdir / "daemon.log",
+            stack,
+        )
+        self.meter = stack.enter_context(ProcessTreeMeter([self.daemon.pid], root_role="daemon"))
+        self.started = time.monotonic()
+
+    def wait_ready(self, timeout: float = 180) -> float:
+        """Until the inbox sensor and the tables automation have each ticked; seconds taken."""
+
+        def ticked() -> bool:
+            if self.daemon.poll() is not None:
+                raise RuntimeError(f"dagster-daemon exited; see {self.workdir / 'daemon.log'}")
+            return {"inbox_sensor", "tables_automation"} <= sensors_that_ticked(self.instance)
+
+        wait_for(ticked, timeout, "the daemon's first sensor ticks", interval=0.5)
+        return time.monotonic() - self.started
+
+    def done_rows(self) -> int:
+        """Documents in documents.parquet with an extraction (extracted or needs review)."""
+        table = read_table(self.data_dir, "documents", ["status"])
+        if table is None:
+            return 0
+        return sum(1 for status in table.column("status").to_pylist() if status in DONE_STATUSES)
+
+    def materialized(self) -> int:
+        return len(self.instance.get_materialized_partitions(EXTRACTION))
+
+    def unfinished_runs(self) -> int:
+        statuses = [
+            dg.DagsterRunStatus.QUEUED,
+            dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED,
+        ]
+        return len(self.instance.get_run_ids(dg.RunsFilter(statuses=statuses)))
+
+    def timeline(self, since: float) -> dict[str, float | int | None]:
+        """Seconds after `since` (a time.time()) of the first run, the last extraction and the
+        last tables refresh, from the instance's own records."""
+        records = self.instance.get_run_records(dg.RunsFilter(job_name="intake_job"))
+        created = [r.create_timestamp.timestamp() for r in records]
+        started = [r.start_time for r in records if r.start_time]
+        ended = [r.end_time for r in records if r.end_time]
+        extractions = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=EXTRACTION), limit=1
+        ).records
+        tables = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=DOCUMENTS_TABLE), limit=1
+        ).records
+
+        def after(moment: float | None) -> float | None:
+            return None if moment is None else round(moment - since, 2)
+
+        all_runs = len(self.instance.get_run_ids())
+        return {
+            "intake_runs": len(records),
+            "other_runs (tables, ...)": all_runs - len(records),
+            "first_run_created_s": after(min(created, default=None)),
+            "first_run_started_s": after(min(started, default=None)),
+            "last_run_ended_s": after(max(ended, default=None)),
+            "last_extraction_s": after(extractions[0].timestamp if extractions else None),
+            "last_tables_refresh_s": after(tables[0].timestamp if tables else None),
+        }
+
+
+def sensors_that_ticked(instance: dg.DagsterInstance) -> set[str]:
+    names = set()
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1):
+            names.add(state.instigator_name)
+    return names
+
+
+def read_table(data_dir: Path, name: str, columns: list[str] | None = None) -> Any:
+    path = data_dir / "tables" / f"{name}.parquet"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return pq.read_table(io.BytesIO(data), columns=columns)

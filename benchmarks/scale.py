@@ -1,0 +1,538 @@
+"""Scale: 100,000 documents. Registration, a sensor tick, the nightly schedule's tick, a table
+refresh, peak memory and event-log growth, on a real Postgres instance.
+
+(a) register N tiny one-page PDFs (core.registry.DocumentRegistry) and add them as partitions
+    (instance.add_dynamic_partitions in chunks of 1,000); the sensor cursor after this first
+    pass comes from core.inbox.plan_intake, the function the sensor itself uses;
+(b) 1,000 new files arrive in the inbox holding N: the real `inbox_sensor` evaluated with
+    build_sensor_context on that instance and cursor (EXTRACTION_SENSOR_MAX_FILES=1000), and
+    what the daemon then does with its result (has_dynamic_partition per key, one
+    add_dynamic_partitions);
+(c) `nightly_intake` (and `retry_failed`) evaluated with build_schedule_context while the N
+    documents are materialised (runless materialisations written in bulk) and 1,000 are not;
+(d) core.tables.refresh_tables of 1,000 new outcomes into tables already holding N rows;
+(e) peak RSS of every process (each stage runs in its own process, like the code server or a
+    run worker would; Postgres when it runs on this machine);
+(f) event-log growth per document: pg_total_relation_size('event_logs') and rows before and
+    after one ranged intake_job run of 200 documents (in process, model simulator).
+Targets: each tick <= 2 s, refresh <= 5 s, no process above 1 GiB.
+
+    .venv/bin/python benchmarks/scale.py            # N=100,000
+    .venv/bin/python benchmarks/scale.py --quick    # N=2,000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from common import (
+    API_KEY,
+    describe_server,
+    exit_on_sigterm,
+    fresh_database,
+    pg_server,
+    postmaster_pid,
+    print_table,
+    scratch_dir,
+    sql_scalar,
+    start_simulator,
+    write_results,
+)
+from meter import ProcessTreeMeter
+
+NEW_FILES = 1_000
+CHUNK = 1_000
+RUN_DOCUMENTS = 200
+PLACEHOLDER = b"INV-SC-000000"
+GIB = 1024**3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N=2,000")
+    parser.add_argument("-n", "--documents", type=int, default=None, help="default 100,000")
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--pg-url", default=None)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args(argv)
+    args.documents = args.documents or (2_000 if args.quick else 100_000)
+    return args
+
+
+# --- the corpus -----------------------------------------------------------------------------
+
+
+def template_pdf() -> bytes:
+    """A one-page invoice with an uncompressed content stream, so a same-length number can be
+    substituted in place without moving any xref offset."""
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    pdf.compress = False
+    pdf.set_creation_date(datetime(2026, 1, 1, tzinfo=UTC))
+    pdf.add_page()
+    pdf.set_font("helvetica", size=11)
+    lines = [
+        f"Invoice number: {PLACEHOLDER.decode()}",
+        "Invoice date: 2026-03-01",
+        "Due date: 2026-03-31",
+        "Vendor: Acme Tools GmbH",
+        "Bill to: Globex Corporation",
+        "Currency: EUR",
+        "Item: Steel bolts M8 | 4 | 12.50 | 50.00",
+        "Item: Pallet transport | 1 | 70.00 | 70.00",
+        "Subtotal: 120.00",
+        "Tax: 22.80",
+        "Total: 142.80",
+    ]
+    for line in lines:
+        pdf.cell(h=6, text=line, new_x="LMARGIN", new_y="NEXT")
+    data = bytes(pdf.output())
+    assert data.count(PLACEHOLDER) == 1
+    return data
+
+
+def write_pdfs(inbox: Path, start: int, count: int) -> float:
+    """Files start..start+count-1 into the inbox; returns seconds taken."""
+    from extraction_pipeline.core.pdf import read_pdf
+
+    template = template_pdf()
+    began = time.perf_counter()
+    for index in range(start, start + count):
+        number = f"INV-SC-{index:06d}".encode()
+        (inbox / f"scan {index:06d}.pdf").write_bytes(template.replace(PLACEHOLDER, number))
+    seconds = time.perf_counter() - began
+    sample = read_pdf((inbox / f"scan {start:06d}.pdf").read_bytes())
+    assert f"INV-SC-{start:06d}" in sample.page_texts[0], "substituted PDF does not read back"
+    return seconds
+
+
+# --- stages, each in a fresh process --------------------------------------------------------
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _settings(ctx: dict[str, Any]) -> Any:
+    from extraction_pipeline.core.settings import Settings
+
+    return Settings.from_env(
+        {
+            "EXTRACTION_DATA_DIR": ctx["data_dir"],
+            "EXTRACTION_INBOX": ctx["inbox"],
+            "EXTRACTION_SETTLE_SECONDS": "0",
+            "EXTRACTION_SENSOR_MAX_FILES": str(NEW_FILES),
+            "OPENAI_BASE_URL": ctx.get("base_url") or "",
+            "EXTRACTION_MAX_CONCURRENCY": "32",
+        }
+    )
+
+
+def _instance(ctx: dict[str, Any]) -> Any:
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(ctx["home"])
+
+
+def stage_register(ctx: dict[str, Any]) -> dict[str, Any]:
+    from extraction_pipeline.core.inbox import IntakeCursor, plan_intake, scan_inbox
+    from extraction_pipeline.core.registry import DocumentRegistry
+    from extraction_pipeline.core.store import LocalObjectStore
+
+    inbox = Path(ctx["inbox"])
+    registry = DocumentRegistry(LocalObjectStore(ctx["data_dir"]))
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    began = time.perf_counter()
+    plan = plan_intake(scan_inbox(inbox), IntakeCursor(), time.time_ns(), 0, 10**9)
+    plan_s = time.perf_counter() - began
+    began = time.perf_counter()
+    keys = [
+        registry.register(e.name, (inbox / e.name).read_bytes(), now=long_ago).record.document_key
+        for e in plan.ready
+    ]
+    register_s = time.perf_counter() - began
+    with _instance(ctx) as instance:
+        began = time.perf_counter()
+        for start in range(0, len(keys), CHUNK):
+            instance.add_dynamic_partitions("documents", keys[start : start + CHUNK])
+        add_s = time.perf_counter() - began
+        began = time.perf_counter()
+        stored = len(instance.get_dynamic_partitions("documents"))
+        list_s = time.perf_counter() - began
+    return {
+        "documents": stored,
+        "scan_and_plan_s": round(plan_s, 2),
+        "register_s": round(register_s, 2),
+        "register_docs_per_s": round(len(keys) / register_s, 1),
+        "add_partitions_s": round(add_s, 2),
+        "add_partitions_keys_per_s": round(len(keys) / add_s, 1),
+        "get_dynamic_partitions_s": round(list_s, 3),
+        "cursor": plan.cursor.serialize(),
+        "peak_rss": _peak_rss(),
+    }
+
+
+def stage_sensor_tick(ctx: dict[str, Any]) -> dict[str, Any]:
+    import dagster as dg
+
+    from extraction_pipeline.definitions import build_definitions
+
+    defs = build_definitions(_settings(ctx))
+    sensor = defs.resolve_sensor_def("inbox_sensor")
+    with _instance(ctx) as instance:
+        began = time.perf_counter()
+        with dg.build_sensor_context(
+            instance=instance,
+            cursor=ctx["cursor"],
+            definitions=defs,
+            resources={"document_store": defs.resources["document_store"]},
+        ) as context:
+            result = sensor(context)
+        tick_s = time.perf_counter() - began
+        keys = [k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys]
+        # What the daemon does with the result: checks each key, then adds the new ones.
+        began = time.perf_counter()
+        missing = [k for k in keys if not instance.has_dynamic_partition("documents", k)]
+        has_s = time.perf_counter() - began
+        began = time.perf_counter()
+        instance.add_dynamic_partitions("documents", missing)
+        add_s = time.perf_counter() - began
+    if len(keys) != ctx["new_files"]:
+        raise RuntimeError(f"the sensor took {len(keys)} files, expected {ctx['new_files']}")
+    return {
+        "new_files": len(keys),
+        "run_requests": len(result.run_requests or []),
+        "sensor_tick_s": round(tick_s, 3),
+        "daemon_has_partition_x1000_s": round(has_s, 3),
+        "daemon_add_partitions_s": round(add_s, 3),
+        "tick_plus_daemon_s": round(tick_s + has_s + add_s, 3),
+        "keys": keys,
+        "peak_rss": _peak_rss(),
+    }
+
+
+def stage_fake_materialisations(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Runless `extraction` materialisations of the first N - 1,000 documents, in batches: the
+    last 1,000 registered an hour ago and the 1,000 the sensor just took stay unextracted."""
+    import dagster as dg
+    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+    from dagster._core.events.log import EventLogEntry
+    from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+
+    with _instance(ctx) as instance:
+        keys = instance.get_dynamic_partitions("documents")[: ctx["documents"] - NEW_FILES]
+        began = time.perf_counter()
+        for start in range(0, len(keys), CHUNK):
+            entries = [
+                EventLogEntry(
+                    user_message="",
+                    level=20,
+                    job_name=RUNLESS_JOB_NAME,
+                    run_id=RUNLESS_RUN_ID,
+                    error_info=None,
+                    timestamp=time.time(),
+                    dagster_event=DagsterEvent(
+                        event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+                        event_specific_data=StepMaterializationData(
+                            dg.AssetMaterialization(asset_key="extraction", partition=key)
+                        ),
+                        job_name=RUNLESS_JOB_NAME,
+                    ),
+                )
+                for key in keys[start : start + CHUNK]
+            ]
+            instance.event_log_storage.store_event_batch(entries)
+        seconds = time.perf_counter() - began
+        materialized = len(instance.get_materialized_partitions(dg.AssetKey("extraction")))
+    return {"materialised": materialized, "write_s": round(seconds, 2), "peak_rss": _peak_rss()}
+
+
+def stage_schedule_ticks(ctx: dict[str, Any]) -> dict[str, Any]:
+    import dagster as dg
+
+    from extraction_pipeline.definitions import build_definitions
+
+    defs = build_definitions(_settings(ctx))
+    figures: dict[str, Any] = {}
+    with _instance(ctx) as instance:
+        for name in ("nightly_intake", "retry_failed"):
+            began = time.perf_counter()
+            with dg.build_schedule_context(
+                instance=instance,
+                scheduled_execution_time=datetime.now(UTC),
+                resources={"document_store": defs.resources["document_store"]},
+            ) as context:
+                result = defs.resolve_schedule_def(name)(context)
+            figures[f"{name}_tick_s"] = round(time.perf_counter() - began, 3)
+            requests = result if isinstance(result, list) else [result]
+            figures[f"{name}_run_requests"] = sum(isinstance(r, dg.RunRequest) for r in requests)
+    figures["peak_rss"] = _peak_rss()
+    return figures
+
+
+def stage_refresh(ctx: dict[str, Any]) -> dict[str, Any]:
+    from extraction_pipeline.core.records import CallSummary, ExtractionRecord
+    from extraction_pipeline.core.schemas import Invoice
+    from extraction_pipeline.core.store import LocalObjectStore
+    from extraction_pipeline.core.tables import FeedPosition, TableSet, refresh_tables
+
+    call = CallSummary(
+        model="gpt-4.1-mini",
+        api_mode="responses",
+        input_mode="text",
+        attempts=1,
+        input_tokens=900,
+        cached_input_tokens=0,
+        output_tokens=180,
+        cost_usd=0.00065,
+        latency_seconds=1.0,
+        request_id="req_1",
+        prompt_version="v1",
+        schema_name="Invoice",
+        schema_fingerprint="f" * 16,
+        repaired=False,
+    )
+    now = datetime.now(UTC)
+
+    def outcome(index: int) -> ExtractionRecord:
+        record = {
+            "invoice_number": f"INV-SC-{index:06d}",
+            "invoice_date": "2026-03-01",
+            "due_date": "2026-03-31",
+            "vendor_name": "Acme Tools GmbH",
+            "customer_name": "Globex Corporation",
+            "currency": "EUR",
+            "subtotal": 120.0,
+            "tax": 22.8,
+            "total": 142.8,
+            "line_items": [
+                {"description": "Steel bolts M8", "quantity": 4, "unit_price": 12.5, "amount": 50},
+                {"description": "Pallet transport", "quantity": 1, "unit_price": 70, "amount": 70},
+            ],
+        }
+        return ExtractionRecord(
+            document_key=f"scan-{index:06d}-{index:012x}",
+            file_name=f"scan {index:06d}.pdf",
+            sha256=f"{index:064x}",
+            pages=1,
+            status="extracted",
+            record=record,
+            call=call,
+            extracted_at=now,
+            run_id="run",
+        )
+
+    n = ctx["documents"]
+    store = LocalObjectStore(Path(ctx["workdir"]) / "tables-store")
+    tables = TableSet.for_schema(Invoice)
+    began = time.perf_counter()
+    first = [outcome(i) for i in range(n)]
+    build_s = time.perf_counter() - began
+    began = time.perf_counter()
+    refresh_tables(store, tables, first, position=FeedPosition().advance([1]))
+    initial_s = time.perf_counter() - began
+    del first
+    new = [outcome(i) for i in range(n, n + NEW_FILES)]
+    began = time.perf_counter()
+    summaries = refresh_tables(store, tables, new, position=FeedPosition().advance([1, 2]))
+    refresh_s = time.perf_counter() - began
+    rows = {s.name: s.row_count for s in summaries}
+    return {
+        "build_outcomes_s": round(build_s, 2),
+        "initial_refresh_s": round(initial_s, 2),
+        "refresh_1000_new_s": round(refresh_s, 3),
+        "rows": rows,
+        "peak_rss": _peak_rss(),
+    }
+
+
+def stage_event_log(ctx: dict[str, Any]) -> dict[str, Any]:
+    from extraction_pipeline.definitions import build_definitions
+    from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+
+    os.environ["OPENAI_API_KEY"] = API_KEY
+    keys = ctx["keys"][:RUN_DOCUMENTS]
+    job = build_definitions(_settings(ctx)).resolve_job_def("intake_job")
+    size = "SELECT pg_total_relation_size('event_logs')"
+    rows = "SELECT count(*) FROM event_logs"
+    before = sql_scalar(ctx["pg_url"], size), sql_scalar(ctx["pg_url"], rows)
+    with _instance(ctx) as instance:
+        began = time.perf_counter()
+        result = job.execute_in_process(
+            instance=instance,
+            tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            raise_on_error=False,
+        )
+        run_s = time.perf_counter() - began
+    after = sql_scalar(ctx["pg_url"], size), sql_scalar(ctx["pg_url"], rows)
+    if not result.success:
+        raise RuntimeError("the 200-document intake run failed")
+    return {
+        "documents": len(keys),
+        "run_wall_s": round(run_s, 2),
+        "event_log_bytes_per_doc": round((after[0] - before[0]) / len(keys)),
+        "event_log_rows_per_doc": round((after[1] - before[1]) / len(keys), 2),
+        "event_logs_total_bytes": after[0],
+        "event_logs_total_rows": after[1],
+        "peak_rss": _peak_rss(),
+    }
+
+
+def in_fresh_process(stage: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(stage, ctx).result()
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    exit_on_sigterm()
+    n = args.documents
+    figures: dict[str, Any] = {}
+    peaks: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(scratch_dir(args.keep))
+        simulator = start_simulator(args.latency, workdir, stack)
+        server_url, origin = stack.enter_context(pg_server(args.pg_url, workdir))
+        pg_url = stack.enter_context(fresh_database(server_url, "bench_scale"))
+        print(f"Postgres: {describe_server(server_url, origin)}")
+        home = workdir / "dagster_home"
+        inbox, data_dir = workdir / "inbox", workdir / "data"
+        for folder in (home, inbox, data_dir):
+            folder.mkdir()
+        (home / "dagster.yaml").write_bytes(
+            (Path(__file__).parents[1] / "dagster.yaml").read_bytes()
+        )
+        os.environ["EXTRACTION_PG_URL"] = pg_url  # inherited by the stage processes
+        ctx: dict[str, Any] = {
+            "home": str(home),
+            "inbox": str(inbox),
+            "data_dir": str(data_dir),
+            "workdir": str(workdir),
+            "pg_url": pg_url,
+            "base_url": simulator.base_url,
+            "documents": n,
+            "new_files": NEW_FILES,
+        }
+        postmaster = postmaster_pid(server_url)
+        pg_meter = ProcessTreeMeter([postmaster], root_role="postgres") if postmaster else None
+        if pg_meter:
+            stack.enter_context(pg_meter)
+
+        print(f"generating {n:,} one-page PDFs ...", flush=True)
+        seconds = write_pdfs(inbox, 0, n)
+        figures["generate"] = {"seconds": round(seconds, 2), "pdfs_per_s": round(n / seconds)}
+        print(f"(a) registering {n:,} documents ...", flush=True)
+        register = in_fresh_process(stage_register, ctx)
+        ctx["cursor"] = register.pop("cursor")
+        peaks["(a) registration"] = register.pop("peak_rss")
+        figures["register"] = register
+        time.sleep(0.05)
+        write_pdfs(inbox, n, NEW_FILES)
+        print(f"(b) sensor tick: {NEW_FILES:,} new files in an inbox of {n:,} ...", flush=True)
+        tick = in_fresh_process(stage_sensor_tick, ctx)
+        ctx["keys"] = tick.pop("keys")
+        peaks["(b) sensor tick (code server)"] = tick.pop("peak_rss")
+        figures["sensor_tick"] = tick
+        print(f"(c) schedule ticks with {n - NEW_FILES:,} materialised ...", flush=True)
+        fake = in_fresh_process(stage_fake_materialisations, ctx)
+        peaks["(c) writing materialisations"] = fake.pop("peak_rss")
+        figures["fake_materialisations"] = fake
+        schedule = in_fresh_process(stage_schedule_ticks, ctx)
+        peaks["(c) schedule ticks (code server)"] = schedule.pop("peak_rss")
+        figures["schedule_ticks"] = schedule
+        print(f"(d) table refresh: {NEW_FILES:,} new into {n:,} rows ...", flush=True)
+        refresh = in_fresh_process(stage_refresh, ctx)
+        peaks["(d) table refresh (run worker)"] = refresh.pop("peak_rss")
+        figures["refresh"] = refresh
+        print(f"(f) event-log growth: one ranged run of {RUN_DOCUMENTS} documents ...", flush=True)
+        simulator.reset(args.latency)
+        growth = in_fresh_process(stage_event_log, ctx)
+        peaks["(f) intake run (run worker)"] = growth.pop("peak_rss")
+        figures["event_log"] = growth
+        peaks["benchmark driver"] = _peak_rss()
+        if pg_meter:
+            for role, rss in pg_meter.peak_rss_by_role().items():
+                peaks[f"Postgres {'server' if role == 'postgres' else 'backend/worker'}"] = rss
+            peaks["Postgres processes seen"] = pg_meter.process_count()
+
+    figures["peak_rss_bytes"] = peaks
+    _report(n, figures, peaks)
+    write_results("scale", figures, {"documents": n, "new_files": NEW_FILES, "quick": args.quick})
+    return 0
+
+
+def _report(n: int, figures: dict[str, Any], peaks: dict[str, int]) -> None:
+    reg, tick, sched = figures["register"], figures["sensor_tick"], figures["schedule_ticks"]
+    refresh, growth = figures["refresh"], figures["event_log"]
+    print_table(
+        f"Scale: N={n:,} documents ({NEW_FILES:,} new)",
+        [
+            (
+                "generate PDFs, s",
+                figures["generate"]["seconds"],
+                f"{figures['generate']['pdfs_per_s']:,}/s",
+            ),
+            ("(a) register, s", reg["register_s"], f"{reg['register_docs_per_s']:,}/s"),
+            (
+                "(a) add partitions (1,000/call), s",
+                reg["add_partitions_s"],
+                f"{reg['add_partitions_keys_per_s']:,}/s",
+            ),
+            ("(a) get_dynamic_partitions, s", reg["get_dynamic_partitions_s"], ""),
+            ("(b) sensor tick, s", tick["sensor_tick_s"], "target <= 2"),
+            (
+                "(b) daemon: has_dynamic_partition x1000, s",
+                tick["daemon_has_partition_x1000_s"],
+                "",
+            ),
+            ("(b) daemon: add_dynamic_partitions, s", tick["daemon_add_partitions_s"], ""),
+            ("(b) tick + daemon, s", tick["tick_plus_daemon_s"], "target <= 2"),
+            (
+                "(c) nightly_intake tick, s",
+                sched["nightly_intake_tick_s"],
+                f"{sched['nightly_intake_run_requests']} runs",
+            ),
+            (
+                "(c) retry_failed tick, s",
+                sched["retry_failed_tick_s"],
+                f"{sched['retry_failed_run_requests']} runs",
+            ),
+            ("(d) refresh 1,000 into N rows, s", refresh["refresh_1000_new_s"], "target <= 5"),
+            ("(d) initial refresh of N rows, s", refresh["initial_refresh_s"], ""),
+            ("(f) event log bytes / document", growth["event_log_bytes_per_doc"], ""),
+            ("(f) event log rows / document", growth["event_log_rows_per_doc"], ""),
+        ],
+    )
+    print_table(
+        "Peak RSS per process, MiB (target <= 1024)",
+        [
+            (name, round(value / 2**20, 1) if "seen" not in name else value)
+            for name, value in peaks.items()
+        ],
+    )
+    worst = max(v for k, v in peaks.items() if "seen" not in k)
+    print(
+        f"\nratios to target: sensor tick {tick['tick_plus_daemon_s'] / 2:.2f}, nightly tick "
+        f"{sched['nightly_intake_tick_s'] / 2:.2f}, "
+        f"refresh {refresh['refresh_1000_new_s'] / 5:.2f}, peak RSS {worst / GIB:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
