@@ -19,6 +19,10 @@ from common import API_KEY, BIN, PROJECT_ROOT, start_process, wait_for
 from dagster._core.scheduler.instigation import InstigatorType
 from meter import ProcessTreeMeter
 
+from extraction_pipeline.core.settings import Settings
+
+# The product's defaults, so that a benchmark without flags measures what users run.
+PRODUCT = Settings.from_env({})
 EXTRACTION = dg.AssetKey("extraction")
 DOCUMENTS_TABLE = dg.AssetKey("documents")
 DONE_STATUSES = ("extracted", "needs_review")
@@ -29,10 +33,10 @@ class Knobs:
     """The environment knobs the pipeline reads (README, Configuration)."""
 
     max_concurrency: int = 8
-    sensor_interval: int = 5
-    sensor_max_files: int = 100
-    settle_seconds: float = 2.0
-    tables_interval: int = 10
+    sensor_interval: int = PRODUCT.sensor_interval_seconds
+    sensor_max_files: int = PRODUCT.sensor_max_files
+    settle_seconds: float = PRODUCT.settle_seconds
+    tables_interval: int = PRODUCT.tables_interval_seconds
 
     def env(self) -> dict[str, str]:
         return {

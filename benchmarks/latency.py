@@ -31,7 +31,7 @@ from common import (
     wait_for,
     write_results,
 )
-from daemon import EXTRACTION, Knobs, RunningPipeline, read_table
+from daemon import EXTRACTION, PRODUCT, Knobs, RunningPipeline, read_table
 
 from extraction_pipeline.core.documents import document_key
 from extraction_pipeline.core.pdf import sha256_hex
@@ -52,16 +52,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-k", "--drops", type=int, default=None, help="default 10")
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--pg-url", default=None)
-    parser.add_argument("--sensor-interval", type=int, default=None, help="default 5 (1 quick)")
-    parser.add_argument("--settle", type=float, default=None, help="default 2 (0.5 quick)")
-    parser.add_argument("--tables-interval", type=int, default=None, help="default 10 (1 quick)")
+    parser.add_argument(
+        "--sensor-interval", type=int, default=None, help="default: the product's (1 quick)"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=None, help="default: the product's (0.5 quick)"
+    )
+    parser.add_argument(
+        "--tables-interval", type=int, default=None, help="default: the product's (1 quick)"
+    )
     parser.add_argument("--max-concurrency", type=int, default=8)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     args.drops = args.drops or (2 if args.quick else 10)
-    args.sensor_interval = args.sensor_interval or (1 if args.quick else 5)
-    args.settle = args.settle if args.settle is not None else (0.5 if args.quick else 2.0)
-    args.tables_interval = args.tables_interval or (1 if args.quick else 10)
+    args.sensor_interval = args.sensor_interval or (
+        1 if args.quick else PRODUCT.sensor_interval_seconds
+    )
+    args.settle = (
+        args.settle if args.settle is not None else (0.5 if args.quick else PRODUCT.settle_seconds)
+    )
+    args.tables_interval = args.tables_interval or (
+        1 if args.quick else PRODUCT.tables_interval_seconds
+    )
     return args
 
 

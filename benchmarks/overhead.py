@@ -39,6 +39,7 @@ from common import (
     start_simulator,
     write_results,
 )
+from daemon import PRODUCT
 from meter import ProcessTreeMeter
 from throughput import run_pipeline
 
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--pg-url", default=None)
     parser.add_argument("--sensor-interval", type=int, default=None)
-    parser.add_argument("--sensor-max-files", type=int, default=100)
+    parser.add_argument("--sensor-max-files", type=int, default=PRODUCT.sensor_max_files)
     parser.add_argument("--settle", type=float, default=None)
     parser.add_argument("--tables-interval", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=None)
@@ -79,9 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     args.documents = args.documents or (48 if quick else 1000)
     args.breakdown_documents = args.breakdown_documents or (24 if quick else 200)
-    args.sensor_interval = args.sensor_interval or (1 if quick else 5)
-    args.settle = args.settle if args.settle is not None else (0.5 if quick else 2.0)
-    args.tables_interval = args.tables_interval or (1 if quick else 10)
+    args.sensor_interval = args.sensor_interval or (1 if quick else PRODUCT.sensor_interval_seconds)
+    args.settle = (
+        args.settle if args.settle is not None else (0.5 if quick else PRODUCT.settle_seconds)
+    )
+    args.tables_interval = args.tables_interval or (1 if quick else PRODUCT.tables_interval_seconds)
     args.timeout = args.timeout or max(180.0, 20 * args.documents * args.latency / 32)
     return args
 

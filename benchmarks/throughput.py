@@ -37,7 +37,7 @@ from common import (
     start_simulator,
     write_results,
 )
-from daemon import Knobs, RunningPipeline
+from daemon import PRODUCT, Knobs, RunningPipeline
 from meter import ProcessTreeMeter
 from openai import AsyncOpenAI
 
@@ -54,18 +54,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=1.0, help="simulator seconds per call")
     parser.add_argument("--pg-url", default=None, help="a Postgres server (default: see README)")
-    parser.add_argument("--sensor-interval", type=int, default=None, help="default 5 (1 quick)")
-    parser.add_argument("--sensor-max-files", type=int, default=100)
-    parser.add_argument("--settle", type=float, default=None, help="default 2 (0.5 quick)")
-    parser.add_argument("--tables-interval", type=int, default=None, help="default 10 (1 quick)")
+    parser.add_argument(
+        "--sensor-interval", type=int, default=None, help="default: the product's (1 quick)"
+    )
+    parser.add_argument("--sensor-max-files", type=int, default=PRODUCT.sensor_max_files)
+    parser.add_argument(
+        "--settle", type=float, default=None, help="default: the product's (0.5 quick)"
+    )
+    parser.add_argument(
+        "--tables-interval", type=int, default=None, help="default: the product's (1 quick)"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds for (b)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args(argv)
     quick = args.quick
     args.documents = args.documents or (48 if quick else 1000)
-    args.sensor_interval = args.sensor_interval or (1 if quick else 5)
-    args.settle = args.settle if args.settle is not None else (0.5 if quick else 2.0)
-    args.tables_interval = args.tables_interval or (1 if quick else 10)
+    args.sensor_interval = args.sensor_interval or (1 if quick else PRODUCT.sensor_interval_seconds)
+    args.settle = (
+        args.settle if args.settle is not None else (0.5 if quick else PRODUCT.settle_seconds)
+    )
+    args.tables_interval = args.tables_interval or (1 if quick else PRODUCT.tables_interval_seconds)
     ideal_seconds = args.documents * args.latency / args.concurrency
     args.timeout = args.timeout or max(180.0, 20 * ideal_seconds)
     return args

@@ -105,7 +105,7 @@ class Settings:
     inbox: Path
     sensor_interval_seconds: int = 5
     sensor_max_files: int = 200
-    settle_seconds: float = 2.0
+    settle_seconds: float = 1.0
     pdf_limits: PdfLimits = field(default_factory=PdfLimits)
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     operations: OperationsSettings = field(default_factory=OperationsSettings)
@@ -121,7 +121,7 @@ class Settings:
             inbox=inbox,
             sensor_interval_seconds=_int(env, "EXTRACTION_SENSOR_INTERVAL", 5, minimum=1),
             sensor_max_files=_int(env, "EXTRACTION_SENSOR_MAX_FILES", 200, minimum=1),
-            settle_seconds=_float(env, "EXTRACTION_SETTLE_SECONDS", 2.0),
+            settle_seconds=_float(env, "EXTRACTION_SETTLE_SECONDS", 1.0),
             extraction=ExtractionSettings.from_env(env),
             operations=OperationsSettings.from_env(env),
             tables_interval_seconds=_int(env, "EXTRACTION_TABLES_INTERVAL", 10, minimum=1),
