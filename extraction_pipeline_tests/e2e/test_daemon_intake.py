@@ -51,12 +51,14 @@ def test_dropped_pdfs_reach_the_tables_through_a_real_daemon(
         drop(inbox, "refused.pdf", invoice_pdf(make_invoice(2), extra_text="SIMULATE:REFUSE"))
         drop(inbox, "broken.pdf", truncated_pdf())
 
-        def tables_have_both() -> bool:
+        def done() -> bool:
             invoices = read_table(data_dir, "invoices")
             review = read_table(data_dir, "review_queue")
-            return len(invoices) == 1 and len(review) == 1
+            runs = instance.get_runs()
+            finished = len(runs) >= 2 and all(run.is_finished for run in runs)
+            return len(invoices) == 1 and len(review) == 1 and finished
 
-        wait_for(tables_have_both, timeout=150, what="invoices and review_queue rows")
+        wait_for(done, timeout=150, what="invoices and review_queue rows, all runs finished")
     finally:
         stop(daemon)
 
