@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: dev demo test check lint
+.PHONY: dev demo test check lint chromium
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,19 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+## Debian's Chromium for the browser tests: installed when missing and we are root (else the
+## browser tests are skipped, saying why; in CI a missing browser is a failure).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+		else echo "no chromium and not root: the browser tests will be skipped"; fi; \
+	fi
+
 ## Set up, then lint, type-check and run the tests (embedded Postgres; again on 127.0.0.1:5432
 ## for the Postgres tests when that server answers, as in CI).
-test: lint
-	$(BIN)/pytest
+test: lint chromium
+	EXTRACTION_REQUIRE_BROWSER=$${EXTRACTION_REQUIRE_BROWSER:-$${CI:+1}} $(BIN)/pytest
 	@url=$$($(BIN)/python scripts/local_pg_url.py); \
 	if [ -n "$$url" ]; then \
 		echo "Postgres tests again against $$url"; \
