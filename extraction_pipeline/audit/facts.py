@@ -116,3 +116,21 @@ def busy_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) ->
     """Documents of every run not finished yet, queued ones included."""
     runs = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED))
     return {key for run in runs for key in run_document_keys(run, ordered_keys)}
+
+
+def attempted_documents(instance: dg.DagsterInstance, keys: Sequence[str]) -> set[str]:
+    """The documents among `keys` that some run planned (either asset): one indexed query per
+    thousand keys and asset, instead of decoding the status of every partition."""
+    attempted: set[str] = set()
+    for start in range(0, len(keys), 1000):
+        chunk = list(keys[start : start + 1000])
+        for asset in (SOURCE_KEY, EXTRACTION_KEY):
+            records = instance.get_event_records(
+                dg.EventRecordsFilter(
+                    event_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+                    asset_key=asset,
+                    asset_partitions=chunk,
+                )
+            )
+            attempted.update(r.partition_key for r in records if r.partition_key is not None)
+    return attempted

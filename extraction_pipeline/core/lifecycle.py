@@ -7,7 +7,7 @@ classified here, so the schedules, `status` and the dead-letter sensor all agree
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -68,12 +68,19 @@ def is_dead_letter(facts: DocumentFacts, policy: RetryPolicy) -> bool:
     return facts.last_error_retryable is False or facts.attempts >= policy.max_attempts
 
 
-def needs_intake(facts: DocumentFacts) -> bool:
-    """Never attempted: no extraction yet, nothing in progress, and its source not unreadable."""
-    return facts.extraction is AssetState.MISSING and facts.source in (
-        AssetState.MISSING,
-        AssetState.MATERIALIZED,
-    )
+def intake_candidates(
+    ordered_keys: Sequence[str],
+    busy: Collection[str],
+    extracted: Collection[str],
+    attempted: Collection[str],
+) -> list[str]:
+    """Documents never attempted: no run planned them (an unreadable one was planned by its
+    source run, a failed one by its extraction run), none is under way, none extracted."""
+    return [
+        key
+        for key in ordered_keys
+        if key not in busy and key not in extracted and key not in attempted
+    ]
 
 
 def needs_retry(facts: DocumentFacts, policy: RetryPolicy) -> bool:

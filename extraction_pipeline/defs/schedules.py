@@ -6,12 +6,17 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from extraction_pipeline.audit.facts import all_document_keys, busy_documents, document_facts
+from extraction_pipeline.audit.facts import (
+    all_document_keys,
+    attempted_documents,
+    busy_documents,
+    document_facts,
+)
 from extraction_pipeline.core.lifecycle import (
     DocumentFacts,
     RetryPolicy,
     contiguous_batches,
-    needs_intake,
+    intake_candidates,
     needs_retry,
 )
 from extraction_pipeline.core.registry import DocumentRegistry
@@ -81,12 +86,17 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
     def nightly_intake(
         context: dg.ScheduleEvaluationContext, document_store: DocumentStoreResource
     ) -> dg.RunRequest | list[dg.RunRequest] | dg.SkipReason:
-        keys = all_document_keys(context.instance)
+        instance = context.instance
+        keys = all_document_keys(instance)
+        busy = busy_documents(instance, keys)
+        extracted = instance.get_materialized_partitions(EXTRACTION_KEY)
+        unextracted = [k for k in keys if k not in busy and k not in extracted]
+        attempted = attempted_documents(instance, unextracted)
         registry = document_store.registry()
         todo = [
-            f.document_key
-            for f in idle_document_facts(context.instance, keys, skip_materialized=True)
-            if needs_intake(f) and not registered_recently(registry, f.document_key, grace_seconds)
+            key
+            for key in intake_candidates(keys, busy, extracted, attempted)
+            if not registered_recently(registry, key, grace_seconds)
         ]
         skip = f"all {len(keys)} documents have an extraction or a run"
         return _runs_or_skip(context, keys, todo, "nightly_intake", intake_job.name, skip)

@@ -8,7 +8,7 @@ from extraction_pipeline.core.lifecycle import (
     classify,
     contiguous_batches,
     count_states,
-    needs_intake,
+    intake_candidates,
     needs_retry,
 )
 
@@ -40,13 +40,15 @@ def test_classify(document: DocumentFacts, state: DocumentState) -> None:
     assert classify(document, POLICY) is state
 
 
-def test_nightly_intake_takes_only_never_attempted_documents() -> None:
-    assert needs_intake(facts(source=N))
-    assert needs_intake(facts(source=M))
-    assert not needs_intake(facts(source=F))  # unreadable: a dead letter, not a retry
-    assert not needs_intake(facts(extraction=M))
-    assert not needs_intake(facts(extraction=F, attempts=1))
-    assert not needs_intake(facts(source=P))
+def test_nightly_intake_takes_only_never_attempted_idle_documents() -> None:
+    order = ["new", "busy", "extracted", "unreadable", "failed", "also-new"]
+    todo = intake_candidates(
+        order,
+        busy={"busy"},
+        extracted={"extracted"},
+        attempted={"unreadable", "failed", "extracted"},
+    )
+    assert todo == ["new", "also-new"]
 
 
 def test_retry_takes_failed_documents_until_the_attempt_cap() -> None:
