@@ -7,7 +7,6 @@ override them (JSON string or file) without a release. A model with no price yie
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -151,11 +150,3 @@ def cost_usd(
         + usage.output_tokens * price.output
     ) / PER_TOKENS
     return dollars * BATCH_DISCOUNT if batch else dollars
-
-
-def json_dumps_prices(table: PriceTable) -> str:
-    """The table as the same JSON shape `parse_price_overrides` reads (for docs and metadata)."""
-    return json.dumps(
-        {name: price.model_dump(exclude_none=True) for name, price in table.prices.items()},
-        sort_keys=True,
-    )

@@ -7,7 +7,7 @@ classified here, so the schedules, `status` and the dead-letter sensor all agree
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -109,12 +109,3 @@ def contiguous_batches(
     if current:
         batches.append(current)
     return batches
-
-
-def count_states(
-    facts: Iterable[DocumentFacts], policy: RetryPolicy
-) -> Mapping[DocumentState, int]:
-    counts = dict.fromkeys(DocumentState, 0)
-    for fact in facts:
-        counts[classify(fact, policy)] += 1
-    return counts

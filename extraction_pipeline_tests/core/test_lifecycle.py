@@ -7,7 +7,6 @@ from extraction_pipeline.core.lifecycle import (
     RetryPolicy,
     classify,
     contiguous_batches,
-    count_states,
     intake_candidates,
     needs_retry,
 )
@@ -71,9 +70,3 @@ def test_batches_are_contiguous_in_partition_order_and_bounded() -> None:
     ]
     assert contiguous_batches(order, selected, 100) == [["k0", "k1", "k2"], ["k4", "k5"], ["k9"]]
     assert contiguous_batches(order, [], 5) == []
-
-
-def test_count_states_covers_every_state() -> None:
-    counts = count_states([facts(), facts(extraction=M), facts(extraction=M)], POLICY)
-    assert counts[DocumentState.EXTRACTED] == 2 and counts[DocumentState.NEW] == 1
-    assert set(counts) == set(DocumentState)
