@@ -118,13 +118,17 @@ def busy_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) ->
     return {key for run in runs for key in run_document_keys(run, ordered_keys)}
 
 
-def attempted_documents(instance: dg.DagsterInstance, keys: Sequence[str]) -> set[str]:
-    """The documents among `keys` that some run planned (either asset): one indexed query per
-    thousand keys and asset, instead of decoding the status of every partition."""
+def attempted_documents(
+    instance: dg.DagsterInstance,
+    keys: Sequence[str],
+    assets: Sequence[dg.AssetKey] = (SOURCE_KEY, EXTRACTION_KEY),
+) -> set[str]:
+    """The documents among `keys` that some run planned (for any of `assets`): one indexed query
+    per thousand keys and asset, instead of decoding the status of every partition."""
     attempted: set[str] = set()
     for start in range(0, len(keys), 1000):
         chunk = list(keys[start : start + 1000])
-        for asset in (SOURCE_KEY, EXTRACTION_KEY):
+        for asset in assets:
             records = instance.get_event_records(
                 dg.EventRecordsFilter(
                     event_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,

@@ -10,9 +10,10 @@ from extraction_pipeline.audit.facts import (
     all_document_keys,
     attempted_documents,
     busy_documents,
-    document_facts,
+    extraction_attempts,
 )
 from extraction_pipeline.core.lifecycle import (
+    AssetState,
     DocumentFacts,
     RetryPolicy,
     contiguous_batches,
@@ -49,17 +50,26 @@ def batch_run_requests(
     return requests
 
 
-def idle_document_facts(
-    instance: dg.DagsterInstance, keys: Sequence[str], skip_materialized: bool
-) -> list[DocumentFacts]:
-    """Facts of documents with no run under way (queued runs included): a schedule never
-    launches a second run for a document that already has one."""
+def failed_document_facts(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[DocumentFacts]:
+    """Facts of the documents whose extraction was attempted, is not extracted and has no run
+    under way (queued included) - the failed ones - with their attempts and retryability."""
     busy = busy_documents(instance, keys)
-    materialized = (
-        instance.get_materialized_partitions(EXTRACTION_KEY) if skip_materialized else set()
-    )
-    candidates = [k for k in keys if k not in busy and k not in materialized]
-    return document_facts(instance, candidates, ordered_keys=keys)
+    extracted = instance.get_materialized_partitions(EXTRACTION_KEY)
+    idle = [k for k in keys if k not in busy and k not in extracted]
+    failed = attempted_documents(instance, idle, assets=[EXTRACTION_KEY])
+    facts = []
+    for key in (k for k in idle if k in failed):
+        attempts, retryable = extraction_attempts(instance, key)
+        facts.append(
+            DocumentFacts(
+                document_key=key,
+                source=AssetState.MATERIALIZED,
+                extraction=AssetState.FAILED,
+                attempts=attempts,
+                last_error_retryable=retryable,
+            )
+        )
+    return facts
 
 
 def registered_recently(registry: DocumentRegistry, key: str, seconds: float) -> bool:
@@ -115,7 +125,7 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
         context: dg.ScheduleEvaluationContext,
     ) -> dg.RunRequest | list[dg.RunRequest] | dg.SkipReason:
         keys = all_document_keys(context.instance)
-        facts = idle_document_facts(context.instance, keys, skip_materialized=True)
+        facts = failed_document_facts(context.instance, keys)
         todo = [f.document_key for f in facts if needs_retry(f, policy)]
         skip = "no failed document is due for a retry"
         return _runs_or_skip(context, keys, todo, "retry_failed", extraction_job.name, skip)
