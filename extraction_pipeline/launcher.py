@@ -148,14 +148,20 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
+        if _answers(url):
+            return
+        time.sleep(0.2)
     raise RuntimeError(f"the model simulator did not answer at {url}")
 
 
@@ -254,12 +260,10 @@ def _group_alive(group: int) -> bool:
 
 def _announce_when_ready(ui: str, stop: threading.Event) -> None:
     while not stop.is_set():
-        try:
-            with urllib.request.urlopen(f"{ui}/server_info", timeout=2):
-                _say(f"extraction-pipeline dev: the Dagster UI is ready at {ui}")
-                return
-        except OSError:
-            stop.wait(1.0)
+        if _answers(f"{ui}/server_info"):
+            _say(f"extraction-pipeline dev: the Dagster UI is ready at {ui}")
+            return
+        stop.wait(1.0)
 
 
 def _say(*lines: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from extraction_pipeline_tests.browser.ui import (
 )
 from extraction_pipeline_tests.defs.helpers import drop
 from extraction_pipeline_tests.e2e.processes import (
+    answers,
     free_port,
     processes_mentioning,
     start,
@@ -61,14 +61,6 @@ def sample_documents() -> list[SampleDocument]:
         name = f"invoice {invoice.invoice_number}.pdf"
         documents.append(SampleDocument(name, pdf, invoice.invoice_number, how))
     return documents
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def settled(ui: PipelineUI) -> bool:

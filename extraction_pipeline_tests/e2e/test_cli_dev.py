@@ -9,6 +9,7 @@ from pathlib import Path
 
 from extraction_pipeline_tests.e2e.processes import (
     PROJECT_ROOT,
+    answers,
     free_port,
     processes_mentioning,
     start,
@@ -17,14 +18,6 @@ from extraction_pipeline_tests.e2e.processes import (
 )
 
 CLI = str(Path(sys.executable).parent / "extraction-pipeline")
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_dev_serves_the_ui_on_embedded_postgres_and_stops_everything(tmp_path: Path) -> None:
