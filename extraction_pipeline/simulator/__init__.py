@@ -2,7 +2,7 @@
 
 from extraction_pipeline.simulator.app import create_app
 from extraction_pipeline.simulator.config import SimulatorConfig, SimulatorSettings
-from extraction_pipeline.simulator.faults import FaultRule, parse_fault_spec
+from extraction_pipeline.simulator.faults import FAULT_MIXES, FaultRule, fault_mix, parse_fault_spec
 from extraction_pipeline.simulator.server import (
     SimulatorControl,
     SimulatorServer,
@@ -11,12 +11,14 @@ from extraction_pipeline.simulator.server import (
 )
 
 __all__ = [
+    "FAULT_MIXES",
     "FaultRule",
     "SimulatorConfig",
     "SimulatorControl",
     "SimulatorServer",
     "SimulatorSettings",
     "create_app",
+    "fault_mix",
     "main",
     "parse_fault_spec",
     "run_simulator",

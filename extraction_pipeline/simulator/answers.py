@@ -25,9 +25,17 @@ DEFAULT_RETRY_AFTER_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class SimAnswer:
+    """An HTTP answer. `usable`: a complete, parseable record (no refusal, no cut-off): the
+    answer a caller pays for and keeps. Every 200 is billed, usable or not."""
+
     status_code: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    usable: bool = False
+
+    @property
+    def billed(self) -> bool:
+        return self.status_code == 200
 
 
 def answer(
@@ -74,7 +82,7 @@ def answer(
             refusal=refusal,
             finish_reason=finish,
         )
-    return SimAnswer(200, body)
+    return SimAnswer(200, body, usable=kind is None)
 
 
 def _rate_limit_body(request: ModelRequest) -> dict[str, Any]:

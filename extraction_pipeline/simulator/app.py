@@ -3,8 +3,9 @@
 Model endpoints: POST /v1/responses, POST /v1/chat/completions (non-streaming).
 Files and Batch: POST /v1/files, GET /v1/files/{id}, GET /v1/files/{id}/content, POST /v1/batches,
 GET /v1/batches, GET /v1/batches/{id}, POST /v1/batches/{id}/cancel. Also GET /v1/models.
-Controls: GET/POST /_sim/faults (replace the rule list), POST /_sim/settings (latency, ...),
-GET /_sim/requests (request log, counts, peak in-flight), POST /_sim/reset.
+Controls: GET/POST /_sim/faults (replace the rule list), POST /_sim/settings (latency, fault
+mix, seed, ...), GET /_sim/requests (request log, counts, peak in-flight, what each document was
+billed; `?text=1` adds each request's full document text), POST /_sim/reset.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from starlette.routing import Route
 from extraction_pipeline.simulator.answers import SimAnswer, answer
 from extraction_pipeline.simulator.batches import FILE_PURPOSES
 from extraction_pipeline.simulator.config import SimulatorConfig, SimulatorSettings
-from extraction_pipeline.simulator.faults import Endpoint, FaultRule
-from extraction_pipeline.simulator.state import SimulatorState
+from extraction_pipeline.simulator.faults import Endpoint, FaultRule, fault_mix
+from extraction_pipeline.simulator.state import CLIENT_CLOSED_REQUEST, SimulatorState
 from extraction_pipeline.simulator.wire import error_body, new_id
 
 _RULES = TypeAdapter(list[FaultRule])
@@ -114,6 +115,7 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
                 state.faults.replace(_RULES.validate_python(rules))
             except ValidationError as error:
                 return _error(400, f"invalid fault rules: {error}")
+            state.config = state.config.model_copy(update={"fault_mix": None})
         return JSONResponse({"faults": [rule.model_dump() for rule in state.faults.rules()]})
 
     async def settings(request: Request) -> Response:
@@ -124,10 +126,15 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         changes = update.model_dump(exclude_none=True)
         state.config = state.config.model_copy(update=changes)
         state.batches.phase_seconds = state.config.batch_phase_seconds
+        if update.fault_mix is not None:
+            state.faults.replace(fault_mix(update.fault_mix))
+        if update.seed is not None:
+            state.reseed(update.seed)
         return JSONResponse(state.config.model_dump(exclude={"faults"}))
 
     async def requests_log(request: Request) -> Response:
-        return JSONResponse(state.request_report())
+        with_text = request.query_params.get("text") in ("1", "true")
+        return JSONResponse(state.request_report(with_text=with_text))
 
     async def reset(request: Request) -> Response:
         state.reset()
@@ -165,28 +172,34 @@ async def _model_call(state: SimulatorState, request: Request, endpoint: Endpoin
         return _error(400, "The simulator does not stream.")
     parsed = state.parse(endpoint, body)
     entry = state.start(endpoint, parsed, request.headers.get("x-stainless-retry-count"))
-    status = 500
+    sim: SimAnswer | None = None
+    client_gone = False
     try:
-        fault = state.faults.decide(parsed.match_text, endpoint)
+        fault = state.faults.decide(parsed.match_text, endpoint, parsed.document)
         entry.fault = fault.kind if fault else None
         await asyncio.sleep(state.latency())
         if fault is not None and fault.kind == "hang":
-            await _hang(request, fault.hang_seconds)
+            if not await _hang(request, fault.hang_seconds):
+                # A stuck upstream produced nothing: nothing to answer, nothing billed.
+                client_gone = True
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
             fault = None
         sim = answer(parsed, endpoint, fault, state.config.cached_input_tokens)
-        status = sim.status_code
+        # The model did the work either way; the ledger tells answers nobody received apart.
+        client_gone = await request.is_disconnected()
         return _send(sim)
     finally:
-        state.finish(entry, status)
+        state.finish(entry, sim, client_gone=client_gone)
 
 
-async def _hang(request: Request, seconds: float) -> None:
-    """Sleep like a stuck upstream, but stop as soon as the client gives up."""
+async def _hang(request: Request, seconds: float) -> bool:
+    """Sleep like a stuck upstream, but stop as soon as the client gives up (then False)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if await request.is_disconnected():
-            return
+            return False
         await asyncio.sleep(HANG_POLL_SECONDS)
+    return True
 
 
 def _send(sim: SimAnswer) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from extraction_pipeline.simulator.faults import FaultRule
+from extraction_pipeline.simulator.faults import FaultMixName, FaultRule
 
 DEFAULT_MODELS = ("gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano", "gpt-5-mini", "gpt-5.6-luna")
 
@@ -18,6 +18,7 @@ class SimulatorConfig(BaseModel):
     - `cached_input_tokens`: reported as cached (capped at the input tokens), to exercise the
       cached-input price.
     - `seed`: seeds jitter and fault rates, so runs are reproducible.
+    - `fault_mix`: a named mix (`FAULT_MIXES`) whose rules follow `faults`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -25,6 +26,7 @@ class SimulatorConfig(BaseModel):
     latency_seconds: float = Field(default=0.0, ge=0)
     jitter_seconds: float = Field(default=0.0, ge=0)
     faults: list[FaultRule] = Field(default_factory=list)
+    fault_mix: FaultMixName | None = None
     batch_phase_seconds: float = Field(default=0.2, ge=0)
     cached_input_tokens: int = Field(default=0, ge=0)
     seed: int = 0
@@ -32,9 +34,16 @@ class SimulatorConfig(BaseModel):
 
 
 class SimulatorSettings(BaseModel):
-    """A partial update of the live settings (control endpoint body); None leaves a value as is."""
+    """A partial update of the live settings (control endpoint body); None leaves a value as is.
+
+    `fault_mix` replaces the live fault rules with that mix (as `POST /_sim/faults` would);
+    `seed` starts the fault draws and the jitter afresh from that seed.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    fault_mix: FaultMixName | None = None
+    seed: int | None = None
 
     latency_seconds: float | None = Field(default=None, ge=0)
     jitter_seconds: float | None = Field(default=None, ge=0)

@@ -21,7 +21,13 @@ import uvicorn
 
 from extraction_pipeline.simulator.app import create_app
 from extraction_pipeline.simulator.config import SimulatorConfig
-from extraction_pipeline.simulator.faults import FaultRule, InvalidFaultSpec, parse_fault_spec
+from extraction_pipeline.simulator.faults import (
+    FAULT_MIXES,
+    FaultRule,
+    InvalidFaultSpec,
+    describe_mix,
+    parse_fault_spec,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -104,8 +110,12 @@ class SimulatorControl:
         self.base_url = base_url
         self._root = base_url.removesuffix("/").removesuffix("/v1")
 
-    def _call(self, method: str, path: str, body: object = None) -> Any:
-        response = httpx2.request(method, f"{self._root}{path}", json=body, timeout=10)
+    def _call(
+        self, method: str, path: str, body: object = None, params: dict[str, str] | None = None
+    ) -> Any:
+        response = httpx2.request(
+            method, f"{self._root}{path}", json=body, params=params, timeout=30
+        )
         response.raise_for_status()
         return response.json()
 
@@ -117,13 +127,18 @@ class SimulatorControl:
     def faults(self) -> list[FaultRule]:
         return [FaultRule.model_validate(r) for r in self._call("GET", "/_sim/faults")["faults"]]
 
-    def configure(self, **settings: float | int) -> None:
-        """Change live settings: latency_seconds, jitter_seconds, batch_phase_seconds, ..."""
+    def configure(self, **settings: float | int | str) -> None:
+        """Change live settings: latency_seconds, jitter_seconds, batch_phase_seconds, seed,
+        fault_mix (e.g. "standard": replaces the fault rules with that mix), ..."""
         self._call("POST", "/_sim/settings", settings)
 
-    def requests(self) -> dict[str, Any]:
-        """The request log: count, in_flight, peak_in_flight, by_endpoint, by_fault, requests."""
-        return dict(self._call("GET", "/_sim/requests"))
+    def requests(self, with_text: bool = False) -> dict[str, Any]:
+        """The request log: count, in_flight, peak_in_flight, by_endpoint, by_fault, requests
+        (each with `document_text` when `with_text`), documents (per document: requests,
+        billed, usable, abandoned answers, faults) and paid_twice (documents with more than one
+        usable answer)."""
+        params = {"text": "1"} if with_text else None
+        return dict(self._call("GET", "/_sim/requests", params=params))
 
     def reset(self) -> None:
         self._call("POST", "/_sim/reset")
@@ -145,8 +160,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="KIND[:key=value]..., e.g. 429:count=2:retry_after=1 or refuse:match=INV-0003",
     )
+    parser.add_argument(
+        "--fault-mix",
+        choices=sorted(FAULT_MIXES),
+        default=None,
+        help="a named mix of faults, each request drawn independently; standard: "
+        + describe_mix("standard"),
+    )
     parser.add_argument("--batch-phase-seconds", type=float, default=2.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds fault draws and jitter")
     return parser
 
 
@@ -162,12 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_seconds=args.latency,
         jitter_seconds=args.jitter,
         faults=faults,
+        fault_mix=args.fault_mix,
         batch_phase_seconds=args.batch_phase_seconds,
         seed=args.seed,
     )
+    mix = f", fault mix {args.fault_mix}: {describe_mix(args.fault_mix)}" if args.fault_mix else ""
     print(
         f"model simulator: OpenAI-compatible API at http://{args.host}:{args.port}/v1 "
-        f"(latency {args.latency}s, {len(faults)} fault rule(s)); Ctrl-C stops it",
+        f"(latency {args.latency}s, {len(faults)} fault rule(s){mix}); Ctrl-C stops it",
         flush=True,
     )
     # Ctrl-C (or the dev launcher stopping it) is the normal way out.

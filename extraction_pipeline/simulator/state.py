@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from extraction_pipeline.simulator.answers import SimAnswer, answer
 from extraction_pipeline.simulator.batches import BatchStore, FileStore
 from extraction_pipeline.simulator.config import SimulatorConfig
-from extraction_pipeline.simulator.faults import Endpoint, FaultBook
+from extraction_pipeline.simulator.faults import Endpoint, FaultBook, fault_mix
 from extraction_pipeline.simulator.wire import (
     ModelRequest,
     error_body,
@@ -27,6 +27,10 @@ _BATCH_ENDPOINTS: dict[str, Endpoint] = {
 }
 
 
+# Status of a request whose client hung up before it was answered (nginx's convention).
+CLIENT_CLOSED_REQUEST = 499
+
+
 @dataclass
 class RequestLogEntry:
     """One model request as the simulator saw it (times are the server's `time.time()`)."""
@@ -38,10 +42,31 @@ class RequestLogEntry:
     in_flight_at_start: int
     file_names: list[str]
     document_excerpt: str
+    document: str  # ModelRequest.document: which document the request is about
+    document_name: str
+    schema_name: str
+    schema_sha256: str
+    document_text: str = field(repr=False, default="")
     fault: str | None = None
     status_code: int | None = None
     finished_at: float | None = None
     retry_count: str | None = None  # the SDK's x-stainless-retry-count header, if sent
+    usable: bool = False  # a complete, parseable record was answered (and billed)
+    abandoned: bool = False  # answered after the client had gone (still billed)
+
+
+@dataclass
+class DocumentLedger:
+    """What the simulated provider did for one document, over all its requests: the figures
+    that tell whether a document was paid for twice (`usable` > 1)."""
+
+    document: str
+    document_name: str
+    requests: int = 0
+    billed: int = 0  # answers with usage: every 200, usable or not
+    usable: int = 0  # complete, parseable records
+    abandoned: int = 0  # billed answers whose client had gone before they were sent
+    faults: dict[str, int] = field(default_factory=dict)
 
 
 class SimulatorState:
@@ -52,15 +77,22 @@ class SimulatorState:
     def reset(self) -> None:
         """Back to the constructor's configuration, with empty log, files and batches."""
         self.config = self.initial.model_copy(deep=True)
-        self.faults = FaultBook(self.config.faults, seed=self.config.seed)
+        mix = fault_mix(self.config.fault_mix) if self.config.fault_mix else []
+        self.faults = FaultBook([*self.config.faults, *mix], seed=self.config.seed)
         self.rng = random.Random(self.config.seed)
         self.log: list[RequestLogEntry] = []
+        self.ledger: dict[str, DocumentLedger] = {}
         self.in_flight = 0
         self.peak_in_flight = 0
         self.files = FileStore()
         self.batches = BatchStore(
             self.files, self.answer_batch_line, self.config.batch_phase_seconds
         )
+
+    def reseed(self, seed: int) -> None:
+        """Fault draws and jitter start afresh from `seed`."""
+        self.faults.reseed(seed)
+        self.rng = random.Random(seed)
 
     def parse(self, endpoint: Endpoint, body: dict[str, Any]) -> ModelRequest:
         if endpoint == "responses":
@@ -80,15 +112,46 @@ class SimulatorState:
             in_flight_at_start=self.in_flight,
             file_names=request.file_names,
             document_excerpt=request.document_text[:200],
+            document=request.document,
+            document_name=request.document_name,
+            schema_name=request.schema_name,
+            schema_sha256=request.schema_sha256,
+            document_text=request.document_text,
             retry_count=retry_count,
         )
         self.log.append(entry)
         return entry
 
-    def finish(self, entry: RequestLogEntry, status_code: int) -> None:
+    def finish(
+        self, entry: RequestLogEntry, sim: SimAnswer | None, *, client_gone: bool = False
+    ) -> None:
+        """Close the entry: `sim` is what was answered (None: nothing, e.g. the client left
+        during a hang, or the handler failed)."""
         self.in_flight -= 1
-        entry.status_code = status_code
+        entry.status_code = CLIENT_CLOSED_REQUEST if client_gone and sim is None else 500
+        if sim is not None:
+            entry.status_code = sim.status_code
+            entry.usable = sim.usable
+            entry.abandoned = client_gone
         entry.finished_at = time.time()
+        self._account(entry.document, entry.document_name, entry.fault, sim, client_gone)
+
+    def _account(
+        self,
+        document: str,
+        name: str,
+        fault: str | None,
+        sim: SimAnswer | None,
+        client_gone: bool = False,
+    ) -> None:
+        ledger = self.ledger.setdefault(document, DocumentLedger(document, name))
+        ledger.requests += 1
+        if fault is not None:
+            ledger.faults[fault] = ledger.faults.get(fault, 0) + 1
+        if sim is not None and sim.billed:
+            ledger.billed += 1
+            ledger.usable += sim.usable
+            ledger.abandoned += client_gone
 
     def latency(self) -> float:
         jitter = (
@@ -102,24 +165,34 @@ class SimulatorState:
             message = f"The simulator does not batch {url}."
             return SimAnswer(400, error_body(message, "invalid_request_error"))
         request = self.parse(endpoint, body)
-        fault = self.faults.decide(request.match_text, endpoint)
+        fault = self.faults.decide(request.match_text, endpoint, request.document)
         if fault is not None and fault.kind == "hang":
             fault = None
-        return answer(request, endpoint, fault, self.config.cached_input_tokens)
+        sim = answer(request, endpoint, fault, self.config.cached_input_tokens)
+        self._account(request.document, request.document_name, fault.kind if fault else None, sim)
+        return sim
 
-    def request_report(self) -> dict[str, Any]:
-        """The control endpoint's view of the log: counts, peak concurrency, entries."""
+    def request_report(self, with_text: bool = False) -> dict[str, Any]:
+        """The control endpoint's view of the log: counts, peak concurrency, entries (with the
+        full document text when `with_text`), and per document what was billed and usable."""
         by_endpoint: dict[str, int] = {}
         by_fault: dict[str, int] = {}
         for entry in self.log:
             by_endpoint[entry.endpoint] = by_endpoint.get(entry.endpoint, 0) + 1
             if entry.fault:
                 by_fault[entry.fault] = by_fault.get(entry.fault, 0) + 1
+        requests = [asdict(entry) for entry in self.log]
+        if not with_text:
+            for logged in requests:
+                del logged["document_text"]
+        documents = [asdict(ledger) for ledger in self.ledger.values()]
         return {
             "count": len(self.log),
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,
             "by_endpoint": by_endpoint,
             "by_fault": by_fault,
-            "requests": [asdict(entry) for entry in self.log],
+            "requests": requests,
+            "documents": documents,
+            "paid_twice": [ledger["document"] for ledger in documents if ledger["usable"] > 1],
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import itertools
 import json
 import math
@@ -26,6 +27,8 @@ Json = Any
 CHARS_PER_TOKEN = 4
 TOKENS_PER_IMAGE = 765
 _PDF_PREFIX = "data:application/pdf;base64,"
+# How the pipeline's prompt names the file (core/agent_prompt.py); only a label for reports.
+_FILE_NAME_LINE = "Document file name:"
 _ids = itertools.count(1)
 # PDFium is not thread-safe; batch processing may read PDFs from a worker thread.
 _PDFIUM_LOCK = threading.Lock()
@@ -46,6 +49,18 @@ class ModelRequest:
     file_names: list[str] = field(default_factory=list)
     images: int = 0
     prompt_chars: int = 0
+    # What the request is about: SHA-256 of its first user message (text, files, images), the
+    # same for every retry and the repair round of one document, different for another one.
+    document: str = ""
+    document_name: str = ""  # the file name the request gives, if any
+
+    @property
+    def schema_sha256(self) -> str:
+        """Fingerprint of the requested output schema ("" when none was asked for)."""
+        if self.schema is None:
+            return ""
+        canonical = json.dumps(self.schema, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
     def match_text(self) -> str:
@@ -89,6 +104,7 @@ def parse_chat_request(body: dict[str, Json], files: FileLookup) -> ModelRequest
 
 def _read_messages(request: ModelRequest, messages: list[Json], files: FileLookup) -> None:
     texts: list[str] = []
+    first_user: Json = None
     for message in messages:
         if not isinstance(message, dict):
             continue
@@ -100,7 +116,20 @@ def _read_messages(request: ModelRequest, messages: list[Json], files: FileLooku
             # The document is what the user sent; instructions and earlier answers are not.
             if message.get("role") == "user":
                 texts.append(text)
+        if message.get("role") == "user" and first_user is None:
+            first_user = content
     request.document_text = "\n".join(t for t in texts if t)
+    canonical = json.dumps(first_user, sort_keys=True, separators=(",", ":"))
+    request.document = hashlib.sha256(canonical.encode()).hexdigest()
+    request.document_name = request.file_names[0] if request.file_names else _named_file(texts)
+
+
+def _named_file(texts: list[str]) -> str:
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith(_FILE_NAME_LINE):
+                return line[len(_FILE_NAME_LINE) :].strip()
+    return ""
 
 
 def _read_part(request: ModelRequest, part: Json, files: FileLookup) -> str:

@@ -219,3 +219,77 @@ def test_batch_with_mismatched_endpoint_fails_validation(client: OpenAI) -> None
     )
     assert batch.status == "failed"
     assert batch.errors and batch.errors.data and batch.errors.data[0].code == "mismatched_endpoint"
+
+
+def named_text(name: str, number: str) -> list[dict[str, Any]]:
+    """The user turn as the pipeline sends it: the file name line, then the text layer."""
+    return [{"type": "input_text", "text": f"Document file name: {name}\n\n{invoice_text(number)}"}]
+
+
+def test_ledger_counts_billed_and_usable_answers_per_document(
+    client: OpenAI, model_simulator: SimulatorControl
+) -> None:
+    model_simulator.set_faults("invalid_json:count=1")
+    responses_create(client, named_text("a.pdf", "INV-A"))  # cut off: billed, not usable
+    responses_create(client, named_text("a.pdf", "INV-A"))
+    responses_create(client, named_text("b.pdf", "INV-B"))
+    report = model_simulator.requests()
+    ledgers = {ledger["document_name"]: ledger for ledger in report["documents"]}
+    assert {name: (v["requests"], v["billed"], v["usable"]) for name, v in ledgers.items()} == {
+        "a.pdf": (2, 2, 1),
+        "b.pdf": (1, 1, 1),
+    }
+    assert ledgers["a.pdf"]["faults"] == {"invalid_json": 1}
+    assert report["paid_twice"] == []
+
+    responses_create(client, named_text("b.pdf", "INV-B"))  # the same document, answered again
+    assert model_simulator.requests()["paid_twice"] == [ledgers["b.pdf"]["document"]]
+
+
+def test_a_hang_the_client_gives_up_on_is_answered_by_nothing_and_not_billed(
+    model_simulator: SimulatorControl,
+) -> None:
+    model_simulator.set_faults("hang:hang_seconds=30")
+    with (
+        OpenAI(
+            base_url=model_simulator.base_url, api_key=TEST_API_KEY, max_retries=0, timeout=0.5
+        ) as impatient,
+        pytest.raises(openai.APITimeoutError),
+    ):
+        responses_create(impatient, named_text("a.pdf", "INV-A"))
+    deadline = time.monotonic() + 5
+    while model_simulator.requests()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    report = model_simulator.requests()
+    (entry,) = report["requests"]
+    assert (entry["fault"], entry["status_code"], entry["usable"]) == ("hang", 499, False)
+    (ledger,) = report["documents"]
+    assert (ledger["requests"], ledger["billed"], ledger["usable"]) == (1, 0, 0)
+
+
+def test_fault_mix_and_seed_are_set_through_configure(model_simulator: SimulatorControl) -> None:
+    model_simulator.configure(fault_mix="standard", seed=4)
+    rules = model_simulator.faults()
+    assert [(rule.kind, rule.rate, rule.count) for rule in rules] == [
+        ("429", 0.2, None),
+        ("500", 0.1, None),
+        ("hang", 0.05, None),
+        ("invalid_json", 0.03, None),
+        ("refuse", 0.02, None),
+    ]
+    assert rules[0].retry_after == 1
+    model_simulator.reset()  # back to the start-up configuration: no mix
+    assert model_simulator.faults() == []
+
+
+def test_request_log_carries_the_document_text_and_schema_fingerprint(
+    client: OpenAI, model_simulator: SimulatorControl
+) -> None:
+    responses_create(client, named_text("a.pdf", "INV-A"))
+    chat_create(client, invoice_text("INV-C"))
+    entries = model_simulator.requests(with_text=True)["requests"]
+    assert "Invoice number: INV-A" in entries[0]["document_text"]
+    assert entries[0]["document_name"] == "a.pdf" and entries[0]["schema_name"] == "Invoice"
+    assert entries[0]["schema_sha256"] == entries[1]["schema_sha256"] != ""
+    assert entries[0]["document"] != entries[1]["document"]
+    assert "document_text" not in model_simulator.requests()["requests"][0]

@@ -6,6 +6,7 @@ from extraction_pipeline.simulator.faults import (
     FaultBook,
     FaultRule,
     InvalidFaultSpec,
+    fault_mix,
     parse_fault_spec,
 )
 from extraction_pipeline.simulator.server import main
@@ -71,3 +72,64 @@ def test_cli_rejects_an_invalid_fault_before_serving(capsys: pytest.CaptureFixtu
         main(["--fault", "bogus"])
     assert exit_info.value.code == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_rates_are_the_effective_shares_of_requests() -> None:
+    book = FaultBook(
+        [FaultRule(kind="429", rate=0.2, count=None), FaultRule(kind="500", rate=0.1, count=None)]
+    )
+    kinds = [getattr(book.decide("", "chat", f"doc-{i}"), "kind", None) for i in range(20_000)]
+    # Independent coins tried in turn would give the 500 rule 0.8 * 10% = 8%.
+    assert kinds.count("429") / len(kinds) == pytest.approx(0.2, abs=0.01)
+    assert kinds.count("500") / len(kinds) == pytest.approx(0.1, abs=0.01)
+
+
+def test_standard_mix_injects_its_stated_rates_at_once() -> None:
+    book = FaultBook(fault_mix("standard"), seed=1)
+    kinds = [
+        getattr(book.decide("", "responses", f"doc-{i % 500}"), "kind", None) for i in range(40_000)
+    ]
+    shares = {kind: kinds.count(kind) / len(kinds) for kind in set(kinds)}
+    stated = {"429": 0.20, "500": 0.10, "hang": 0.05, "invalid_json": 0.03, "refuse": 0.02}
+    for kind, rate in stated.items():
+        assert shares[kind] == pytest.approx(rate, abs=0.006), kind
+    assert shares[None] == pytest.approx(0.60, abs=0.01)
+    assert {rule.kind: rule.rate for rule in fault_mix("standard")} == stated
+
+
+def test_draws_depend_on_seed_and_document_not_on_interleaving() -> None:
+    def faults(order: list[str], seed: int) -> dict[str, list[str | None]]:
+        book = FaultBook(fault_mix("standard"), seed=seed)
+        seen: dict[str, list[str | None]] = {}
+        for document in order:
+            seen.setdefault(document, []).append(
+                getattr(book.decide("", "chat", document), "kind", None)
+            )
+        return seen
+
+    documents = [f"doc-{i}" for i in range(50)] * 4
+    assert faults(documents, 5) == faults(list(reversed(documents)), 5)
+    assert faults(documents, 5) != faults(documents, 6)
+
+
+def test_rules_past_a_total_rate_of_one_never_fire() -> None:
+    book = FaultBook(
+        [
+            FaultRule(kind="500", rate=0.7, count=None),
+            FaultRule(kind="429", rate=0.7, count=None),
+            FaultRule(kind="refuse", count=None),
+        ]
+    )
+    kinds = {getattr(book.decide("", "chat", f"d{i}"), "kind", None) for i in range(2_000)}
+    assert kinds == {"500", "429"}
+
+
+def test_unknown_fault_mix_is_rejected() -> None:
+    with pytest.raises(InvalidFaultSpec, match="known: standard"):
+        fault_mix("chaos")
+
+
+def test_cli_takes_a_fault_mix() -> None:
+    from extraction_pipeline.simulator.server import _parser
+
+    assert _parser().parse_args(["--fault-mix", "standard", "--seed", "3"]).fault_mix == "standard"
