@@ -3,7 +3,8 @@
 Everything durable that is not in Postgres lives in an `ObjectStore`: originals, registrations,
 extracted records and tables. Names are `/`-separated relative paths. The local implementation
 writes atomically (temporary file, then rename) so a crash never leaves half a file behind; an
-object-storage implementation can replace it without touching callers.
+object-storage implementation can replace it without touching callers (`put_if_absent` maps to a
+conditional write, e.g. S3's `If-None-Match: *`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ class ObjectStore(Protocol):
     """Bytes by name. Writes are atomic and last-writer-wins."""
 
     def put(self, name: str, data: bytes) -> None: ...
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        """Create the object unless it exists, atomically across processes; True when this call
+        created it. Readers never see it partly written."""
+        ...
 
     def get(self, name: str) -> bytes:
         """Return the object's bytes; raise `FileNotFoundError` when it does not exist."""
@@ -62,6 +68,26 @@ class LocalObjectStore:
 
     def put(self, name: str, data: bytes) -> None:
         path = self._path(name)
+        temporary = self._write_temporary(path, data)
+        try:
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        path = self._path(name)
+        temporary = self._write_temporary(path, data)
+        try:
+            # link(2) fails when the name exists, and the linked file is already complete.
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        finally:
+            temporary.unlink(missing_ok=True)
+        return True
+
+    def _write_temporary(self, path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
@@ -70,10 +96,10 @@ class LocalObjectStore:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
             os.chmod(temporary, _FILE_MODE)
-            os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        return Path(temporary)
 
     def get(self, name: str) -> bytes:
         return self._path(name).read_bytes()

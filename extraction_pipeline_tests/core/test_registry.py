@@ -50,3 +50,12 @@ def test_store_rejects_names_outside_its_root(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path)
     with pytest.raises(ValueError):
         store.put("../escape", b"x")
+
+
+def test_put_if_absent_creates_once_and_keeps_the_first_bytes(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    assert store.put_if_absent("index/abc", b"first") is True
+    assert store.put_if_absent("index/abc", b"second") is False
+    assert store.get("index/abc") == b"first"
+    assert [path.name for path in (tmp_path / "index").iterdir()] == ["abc"]  # no temporaries
+    assert (tmp_path / "index" / "abc").stat().st_mode & 0o777 == 0o644
