@@ -32,3 +32,17 @@ def document_key(file_name: str, sha256: str) -> str:
 
 def is_valid_document_key(key: str) -> bool:
     return bool(KEY_PATTERN.match(key)) and ".." not in key
+
+
+def display_name(file_name: str) -> str:
+    """The file name as valid Unicode, to store, log and show.
+
+    Linux file names are bytes; Python keeps the bytes that are not UTF-8 as lone surrogates,
+    which JSON, Postgres and terminals refuse. They become U+FFFD here; the file itself is still
+    opened by its real name.
+    """
+    try:
+        raw = file_name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = file_name.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")

@@ -7,6 +7,7 @@ wrong, so an operator reading a failed partition knows what to do without openin
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ MAGIC_SEARCH_BYTES = 1024
 MIN_TEXT_CHARS_PER_PAGE = 25
 # PDFium is not thread-safe: every use of it in the process goes through this lock.
 _PDFIUM = threading.RLock()
+# Page-tree counts, to tell a PDF without pages (which PDFium refuses to load) from a corrupt one.
+_PAGE_COUNT = re.compile(rb"/Count\s+(\d+)")
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,9 @@ def _open(data: bytes) -> pdfium.PdfDocument:
                 f"the PDF is truncated: no %%EOF marker at the end of its {len(data):,} bytes "
                 "(was it copied before it was completely written?)"
             ) from error
+        counts = _PAGE_COUNT.findall(data)
+        if counts and all(int(count) == 0 for count in counts):
+            raise CorruptPdf("the PDF has no pages") from error
         raise CorruptPdf(f"the PDF is corrupt and cannot be parsed ({error})") from error
 
 

@@ -1,6 +1,12 @@
 import pytest
 
-from extraction_pipeline.core.documents import document_key, is_valid_document_key, slugify
+from extraction_pipeline.core.documents import (
+    display_name,
+    document_key,
+    is_valid_document_key,
+    slugify,
+)
+from extraction_pipeline_tests.hostile import LATIN1_NAME, LONG_NAME
 
 SHA = "ab12cd34ef56" + "0" * 52
 
@@ -34,3 +40,35 @@ def test_renamed_file_keeps_its_hash_suffix() -> None:
 @pytest.mark.parametrize("key", ["a,b", "a...b", "a b", "a|b", "-x", ""])
 def test_unsafe_keys_are_invalid(key: str) -> None:
     assert not is_valid_document_key(key)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "key"),
+    [
+        ("good, with commas #2.pdf", "good-with-commas-2-ab12cd34ef56"),
+        ("Rechnung Müller – März №3.pdf", "rechnung-muller-marz-no3-ab12cd34ef56"),
+        (LONG_NAME, "l" * 60 + "-ab12cd34ef56"),
+        (LATIN1_NAME, "caf-5-ab12cd34ef56"),
+        ("../../etc/passwd.pdf", "passwd-ab12cd34ef56"),
+        ("/abs/..\\..\\x.pdf", "x-ab12cd34ef56"),
+        ("#.pdf", "document-ab12cd34ef56"),
+    ],
+    ids=["commas-hash", "unicode", "250-chars", "not-utf8", "dot-dot", "backslashes", "only-hash"],
+)
+def test_hostile_names_make_safe_short_keys(file_name: str, key: str) -> None:
+    assert document_key(file_name, SHA) == key
+    assert is_valid_document_key(key) and "/" not in key
+
+
+@pytest.mark.parametrize(
+    ("file_name", "shown"),
+    [
+        ("Invoice 1.pdf", "Invoice 1.pdf"),
+        ("Rechnung Müller.pdf", "Rechnung Müller.pdf"),
+        (LATIN1_NAME, "caf\ufffd 5.pdf"),
+        ("\ud800.pdf", "?.pdf"),
+    ],
+)
+def test_display_name_is_valid_unicode(file_name: str, shown: str) -> None:
+    assert display_name(file_name) == shown
+    shown.encode("utf-8")  # storable and loggable

@@ -12,6 +12,7 @@ from extraction_pipeline.core.pdf import (
     render_pages_png,
     sha256_hex,
 )
+from extraction_pipeline_tests.hostile import zero_page_pdf
 from extraction_pipeline_tests.pdfs import (
     corrupt_pdf,
     encrypted_pdf,
@@ -49,8 +50,9 @@ def test_scanned_page_has_no_text_layer_but_renders() -> None:
         (truncated_pdf(), CorruptPdf, "truncated"),
         (corrupt_pdf(), CorruptPdf, "corrupt"),
         (encrypted_pdf(), EncryptedPdf, "password"),
+        (zero_page_pdf(), CorruptPdf, "^the PDF has no pages$"),
     ],
-    ids=["empty", "not-a-pdf", "truncated", "corrupt", "encrypted"],
+    ids=["empty", "not-a-pdf", "truncated", "corrupt", "encrypted", "no-pages"],
 )
 def test_unreadable_input_gets_its_specific_error(
     data: bytes, error: type[UnreadablePdf], phrase: str
