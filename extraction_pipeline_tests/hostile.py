@@ -16,6 +16,7 @@ BIG_BYTES = 150_000
 # Not UTF-8: Linux keeps such names, Python reads them back with surrogates.
 LATIN1_NAME = os.fsdecode(b"caf\xe9 5.pdf")
 LONG_NAME = "l" * 246 + ".pdf"
+UNICODE_NAME = "Rechnung M\u00fcller \u2013 M\u00e4rz \u21163.pdf"  # ü, en dash, ä, №
 
 
 def zero_page_pdf() -> bytes:
@@ -66,7 +67,7 @@ def drop_hostile_files(inbox: Path, outside: Path) -> dict[str, Expected]:
 
     add("good 1.pdf", good_pdf(1), new("good 1.pdf", good_pdf(1)))
     add("good, with commas #2.pdf", good_pdf(2), new("good, with commas #2.pdf", good_pdf(2)))
-    add("Rechnung Müller – März №3.pdf", good_pdf(3), new("Rechnung Müller – März №3.pdf", good_pdf(3)))  # fmt: skip
+    add(UNICODE_NAME, good_pdf(3), new(UNICODE_NAME, good_pdf(3)))
     add(LONG_NAME, good_pdf(4), new(LONG_NAME, good_pdf(4)))
     add(LATIN1_NAME, good_pdf(5), new(LATIN1_NAME, good_pdf(5)))
     # The same bytes under two names in the same tick (written in name order: a first).
