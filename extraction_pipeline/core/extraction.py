@@ -2,7 +2,8 @@
 
 Results are stored as each document finishes, so a run that dies half-way keeps everything it
 paid for; the next attempt finds those results in the cache. A failure of any kind, expected or
-not, becomes that document's outcome: nothing is dropped.
+not, becomes that document's outcome: nothing is dropped. A document whose source cannot be read
+gets an outcome too (`read_source`), so every document the pipeline ran has one.
 """
 
 from __future__ import annotations
@@ -51,6 +52,50 @@ class ExtractionJob:
     policy: ValidationPolicy
     pdf_limits: PdfLimits
     run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """A readable document: its registration and what its original holds."""
+
+    document: DocumentRecord
+    info: PdfDocumentInfo
+
+
+def read_source(
+    registry: DocumentRegistry, key: str, limits: PdfLimits, run_id: str | None = None
+) -> SourceRead | ExtractionRecord:
+    """Read a registered document's original; or, when it cannot be read (or has no
+    registration), the document's failed outcome, whose `error_kind` is the specific reason
+    (`EmptyFile`, `NotAPdf`, `CorruptPdf`, `EncryptedPdf`, `TooLarge`, `DocumentNotRegistered`).
+    That failure is permanent: the document never reaches the model."""
+    document = registry.get(key)
+    if document is None:
+        message = f"DocumentNotRegistered: no registration for {key} in the data dir"
+        return _source_failure(key, None, message, run_id)
+    try:
+        info = read_pdf(registry.original(document), limits)
+    except UnreadablePdf as error:
+        message = f"{type(error).__name__}: {document.file_name}: {error}"
+        return _source_failure(key, document, message, run_id)
+    return SourceRead(document, info)
+
+
+def _source_failure(
+    key: str, document: DocumentRecord | None, message: str, run_id: str | None
+) -> ExtractionRecord:
+    return ExtractionRecord(
+        document_key=key,
+        file_name=document.file_name if document else "",
+        sha256=document.sha256 if document else "",
+        pages=None,
+        status="failed",
+        error_kind=message.split(":", 1)[0],
+        error_message=message,
+        retryable=False,
+        extracted_at=datetime.now(UTC),
+        run_id=run_id,
+    )
 
 
 class ExtractionStream:

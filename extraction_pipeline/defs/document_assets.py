@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from extraction_pipeline.core.extraction import ExtractionJob, ExtractionStream
-from extraction_pipeline.core.pdf import PdfDocumentInfo, UnreadablePdf, read_pdf
+from extraction_pipeline.core.extraction import (
+    ExtractionJob,
+    ExtractionStream,
+    SourceRead,
+    read_source,
+)
 from extraction_pipeline.core.records import ExtractionRecord
-from extraction_pipeline.core.registry import DocumentRecord, DocumentRegistry
+from extraction_pipeline.core.registry import DocumentRegistry
 from extraction_pipeline.core.schemas import load_schema
 from extraction_pipeline.core.settings import ExtractionSettings
 from extraction_pipeline.core.table_schema import record_layouts
@@ -35,7 +39,8 @@ STEP_RETRIES = 2
 SOURCE_DESCRIPTION = """The original PDF of each document, stored content-addressed under the
 data dir, with file name, SHA-256, size, page count and text-layer flag as metadata. An
 unreadable PDF (empty, not a PDF, truncated or corrupt, encrypted, over the page or byte limit)
-fails its own partition with the specific reason and never its neighbours."""
+fails its own partition with the specific reason and never its neighbours; that failure is the
+document's outcome (a row in documents.parquet with status failed and the reason)."""
 
 EXTRACTION_DESCRIPTION = """The structured record the model extracted from each document
 (structured outputs into the configured pydantic schema), validated by the business checks, with
@@ -113,17 +118,26 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
             run_id=context.run.run_id,
         )
         extracting = EXTRACTION_KEY in selected
+        unreadable_seen = False
         # Each document is handed to the model as soon as its source is read, and each outcome
         # is recorded as soon as it is stored: reading, calls and event writes overlap.
         with ExtractionStream(job) if extracting else contextlib.nullcontext() as stream:
             for key in keys:
                 info = None
                 if SOURCE_KEY in selected and key not in settled.source:
-                    event, info, error = _read_source(registry, key, document_store)
-                    yield event
-                    if info is None:
-                        failures[key] = error
-                        context.log.error(f"{key}: {error}")
+                    source = read_source(registry, key, job.pdf_limits, job.run_id)
+                    if isinstance(source, ExtractionRecord):
+                        # Stored before its event: the change feed finds the outcome it names.
+                        job.records.save(source)
+                        failures[key] = source.error_message or "unreadable"
+                        unreadable_seen = True
+                        context.log.error(f"{key}: {failures[key]}")
+                        yield dg.AssetObservation(
+                            asset_key=SOURCE_KEY, partition=key, metadata=outcome_metadata(source)
+                        )
+                    else:
+                        info = source.info
+                        yield _source_materialization(registry, source)
                 if stream is not None and key not in settled.extraction and key not in failures:
                     stream.submit(key, info)
                     yield from _extraction_events(stream.ready(), outcomes, failures)
@@ -132,8 +146,9 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
                 yield from _extraction_events(stream.remaining(), outcomes, failures)
         if extracting:
             context.log.info(_summary(outcomes, len(settled.extraction)))
+        if extracting or unreadable_seen:
             # The run brings the tables up to date itself: rows appear as soon as the run's
-            # documents are done, without waiting for another run to start.
+            # documents are done (unreadable ones included), without waiting for another run.
             tables = TableSet.for_schema(job.schema)
             for table, metadata in refresh_from_change_feed(
                 context.instance, document_store, tables
@@ -172,22 +187,13 @@ def _extraction_events(
             )
 
 
-def _read_source(
-    registry: DocumentRegistry, key: str, document_store: DocumentStoreResource
-) -> tuple[dg.AssetMaterialization | dg.AssetObservation, PdfDocumentInfo | None, str]:
-    """The source event of one document, its text (None when unreadable) and the error."""
-    record = registry.get(key)
-    if record is None:
-        error = f"DocumentNotRegistered: no registration for {key} in the data dir"
-        return _source_failure(key, None, error), None, error
-    try:
-        info = read_pdf(registry.original(record), document_store.pdf_limits())
-    except UnreadablePdf as exc:
-        error = f"{type(exc).__name__}: {record.file_name}: {exc}"
-        return _source_failure(key, record, error), None, error
-    materialization = dg.AssetMaterialization(
+def _source_materialization(
+    registry: DocumentRegistry, source: SourceRead
+) -> dg.AssetMaterialization:
+    record, info = source.document, source.info
+    return dg.AssetMaterialization(
         asset_key=SOURCE_KEY,
-        partition=key,
+        partition=record.document_key,
         metadata={
             "file_name": record.file_name,
             "sha256": record.sha256,
@@ -198,22 +204,6 @@ def _read_source(
             "registered_at": record.registered_at.isoformat(),
             "aliases": ", ".join(record.aliases),
             "original": dg.MetadataValue.path(registry.original_uri(record)),
-        },
-    )
-    return materialization, info, ""
-
-
-def _source_failure(key: str, record: DocumentRecord | None, error: str) -> dg.AssetObservation:
-    return dg.AssetObservation(
-        asset_key=SOURCE_KEY,
-        partition=key,
-        metadata={
-            "status": "failed",
-            "error_kind": error.split(":", 1)[0],
-            "error_message": error,
-            "retryable": False,
-            "file_name": record.file_name if record else "",
-            "sha256": record.sha256 if record else "",
         },
     )
 

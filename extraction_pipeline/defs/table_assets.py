@@ -6,25 +6,28 @@ import dagster as dg
 
 from extraction_pipeline.core.schemas import load_schema
 from extraction_pipeline.core.tables import TableSet, table_name
-from extraction_pipeline.defs.keys import EXTRACTION_KEY
+from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
 from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.defs.table_refresh import refresh_from_change_feed
 
-# Fires on every new extraction outcome, success (a materialisation) or failure (a failed run:
-# failures are observations, which do not count as updates), and does not wait for missing,
-# failed or in-progress partitions: with a stream of documents some always are.
-_NEW_OUTCOME = dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.any_deps_match(
-    dg.AutomationCondition.execution_failed().newly_true()
-)
+# Fires on every new document outcome: an extraction (a materialisation), or a failure of
+# extraction or source (an unreadable document) — a failed run, since failures are observations,
+# which do not count as updates. A source materialisation is no outcome (its extraction is).
+# Does not wait for missing, failed or in-progress partitions: with a stream of documents some
+# always are.
+_NEW_OUTCOME = dg.AutomationCondition.any_deps_updated().ignore(
+    dg.AssetSelection.assets(SOURCE_KEY)
+) | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.execution_failed().newly_true())
 TABLES_CONDITION = (
     (dg.AutomationCondition.newly_missing() | _NEW_OUTCOME).since_last_handled()
     & ~dg.AutomationCondition.in_progress()
-).with_label("refresh on every new extraction outcome")
+).with_label("refresh on every new document outcome")
 
 DESCRIPTIONS = {
-    "documents": "One row per extracted document: status, model, tokens, cost, attempts, "
-    "review reason. documents.parquet.",
+    "documents": "One row per document with an outcome: extracted, needs_review or failed "
+    "(unreadable ones included, with the reason in error_kind and error_message); model, "
+    "tokens, cost, attempts, review reason. documents.parquet.",
     "invoices": "One row per extracted record: the schema's top-level fields. invoices.parquet.",
     "invoice_line_items": "One row per line item, keyed by document_key and line_number. "
     "invoice_line_items.parquet.",
@@ -38,7 +41,7 @@ def build_table_assets(schema_ref: str) -> dg.AssetsDefinition:
     specs = [
         dg.AssetSpec(
             layout.name,
-            deps=[EXTRACTION_KEY],
+            deps=[SOURCE_KEY, EXTRACTION_KEY],
             description=DESCRIPTIONS[layout.name],
             group_name="tables",
             kinds={"parquet", "pandas"},
@@ -56,8 +59,8 @@ def build_table_assets(schema_ref: str) -> dg.AssetsDefinition:
     def refresh(
         context: dg.AssetExecutionContext, document_store: DocumentStoreResource
     ) -> Iterator[dg.MaterializeResult]:
-        """Replace the rows of every document whose extraction outcome changed since the last
-        refresh (every extraction run also does this at its end; this catches up after runs
+        """Replace the rows of every document whose outcome changed since the last refresh
+        (every run that records outcomes also does this at its end; this catches up after runs
         that could not, e.g. a crashed one)."""
         for table, metadata in refresh_from_change_feed(context.instance, document_store, tables):
             yield dg.MaterializeResult(asset_key=table, metadata=metadata)

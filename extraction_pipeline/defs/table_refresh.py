@@ -1,7 +1,9 @@
-"""Bringing the Parquet tables up to date from the `extraction` event log (the change feed).
+"""Bringing the Parquet tables up to date from the event log of document outcomes (the change
+feed): `extraction` materialisations and failures, and `source_document` failures (an
+unreadable document's only outcome).
 
-Called by every extraction run at its end and by the `tables` asset; a lock in the data dir
-keeps two refreshes from rewriting the files at once.
+Called by every run that recorded outcomes, at its end, and by the `tables` asset; a lock in the
+data dir keeps two refreshes from rewriting the files at once.
 """
 
 from typing import Any
@@ -16,7 +18,7 @@ from extraction_pipeline.core.tables import (
     refresh_tables,
     table_name,
 )
-from extraction_pipeline.defs.keys import EXTRACTION_KEY
+from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
 from extraction_pipeline.defs.metadata import markdown_preview
 from extraction_pipeline.defs.resources import DocumentStoreResource
 
@@ -63,14 +65,21 @@ def refresh_from_change_feed(
 def changed_documents(
     instance: dg.DagsterInstance, position: FeedPosition
 ) -> tuple[dict[str, float], FeedPosition]:
-    """Partitions of `extraction` with an outcome (success or failure) not taken yet, each with
-    what those outcomes cost (reused results cost nothing), and the position after them."""
+    """Documents with an outcome not taken yet (an extraction, an extraction failure, or a source
+    failure: unreadable), each with what those outcomes cost (reused results and unreadable
+    documents cost nothing), and the position after them."""
     paid: dict[str, float] = {}
     taken: list[int] = []
-    record_filter = dg.AssetRecordsFilter(
-        asset_key=EXTRACTION_KEY, after_storage_id=position.read_after
+    feeds = (
+        (instance.fetch_materializations, EXTRACTION_KEY),
+        (instance.fetch_observations, EXTRACTION_KEY),
+        # Source materialisations are not outcomes: the extraction that follows is.
+        (instance.fetch_observations, SOURCE_KEY),
     )
-    for fetch in (instance.fetch_materializations, instance.fetch_observations):
+    for fetch, asset_key in feeds:
+        record_filter = dg.AssetRecordsFilter(
+            asset_key=asset_key, after_storage_id=position.read_after
+        )
         page_cursor = None
         while True:
             result = fetch(record_filter, limit=CHANGES_PAGE, cursor=page_cursor, ascending=True)

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from extraction_pipeline.core.agent_config import AgentConfig
-from extraction_pipeline.core.extraction import ExtractionJob, extract_documents
+from extraction_pipeline.core.extraction import (
+    ExtractionJob,
+    SourceRead,
+    extract_documents,
+    read_source,
+)
 from extraction_pipeline.core.pdf import PdfDocumentInfo, PdfLimits, read_pdf
 from extraction_pipeline.core.records import ExtractionRecord, FindingRecord, RecordStore
 from extraction_pipeline.core.registry import DocumentRegistry
@@ -17,6 +22,7 @@ from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.core.validation import ValidationPolicy
 from extraction_pipeline.samples import SampleInvoice, invoice_pdf, make_invoice
 from extraction_pipeline.simulator import SimulatorControl
+from extraction_pipeline_tests.pdfs import encrypted_pdf, good_pdf, truncated_pdf
 from extraction_pipeline_tests.simulator_fixture import TEST_API_KEY, invoice_text, text_pdf
 
 
@@ -308,3 +314,43 @@ def test_pre_read_infos_for_other_keys_do_not_stop_reading_the_rest(
 
     assert [o.status for o in outcomes] == ["extracted", "extracted"]
     assert outcomes[1].record == ground_truth(other)
+
+
+@pytest.mark.parametrize(
+    ("data", "limits", "kind", "message"),
+    [
+        (b"", PdfLimits(), "EmptyFile", "EmptyFile: f.pdf: the file is empty (0 bytes)"),
+        (b"hello", PdfLimits(), "NotAPdf", "NotAPdf: f.pdf: the file does not start with"),
+        (truncated_pdf(), PdfLimits(), "CorruptPdf", "CorruptPdf: f.pdf: the PDF is truncated"),
+        (encrypted_pdf(), PdfLimits(), "EncryptedPdf", "EncryptedPdf: f.pdf: the PDF is encrypted"),
+        (good_pdf(pages=2), PdfLimits(max_pages=1), "TooLarge", "TooLarge: f.pdf: the PDF has 2"),
+    ],
+)
+def test_an_unreadable_source_is_the_documents_failed_outcome(
+    registry: DocumentRegistry, data: bytes, limits: PdfLimits, kind: str, message: str
+) -> None:
+    record = registry.register("f.pdf", data).record
+
+    outcome = read_source(registry, record.document_key, limits, run_id="run-7")
+
+    assert isinstance(outcome, ExtractionRecord)
+    assert (outcome.document_key, outcome.file_name, outcome.sha256) == (
+        record.document_key,
+        "f.pdf",
+        record.sha256,
+    )
+    assert (outcome.status, outcome.error_kind, outcome.retryable) == ("failed", kind, False)
+    assert outcome.error_message is not None and outcome.error_message.startswith(message)
+    assert outcome.review_reason is None and outcome.call is None and outcome.run_id == "run-7"
+
+
+def test_a_readable_source_and_a_missing_registration(registry: DocumentRegistry) -> None:
+    key = register(registry, "ok.pdf", good_pdf(pages=2))
+
+    source = read_source(registry, key, PdfLimits())
+    missing = read_source(registry, "ghost-000000000000", PdfLimits())
+
+    assert isinstance(source, SourceRead)
+    assert source.document.document_key == key and source.info.page_count == 2
+    assert isinstance(missing, ExtractionRecord)
+    assert missing.error_kind == "DocumentNotRegistered" and missing.file_name == ""

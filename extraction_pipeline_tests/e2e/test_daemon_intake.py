@@ -71,6 +71,11 @@ def test_dropped_pdfs_reach_the_tables_through_a_real_daemon(
     assert row["total"] == good.total
     (review,) = read_table(data_dir, "review_queue")
     assert review["document_key"] == by_name["refused"] and review["error_kind"] == "refused"
+    documents = {row["document_key"]: row for row in read_table(data_dir, "documents")}
+    assert sorted(documents) == sorted(keys)  # the unreadable one included, once
+    broken = documents[by_name["broken"]]
+    assert (broken["status"], broken["error_kind"]) == ("failed", "CorruptPdf")
+    assert broken["error_message"].startswith("CorruptPdf: broken.pdf: the PDF is truncated")
     extraction = instance.get_status_by_partition(EXTRACTION, keys, documents_partitions)
     source = instance.get_status_by_partition(SOURCE, keys, documents_partitions)
     assert extraction[by_name["invoice-a"]] == dg.AssetPartitionStatus.MATERIALIZED
