@@ -2,11 +2,14 @@
 
 The PDFs under the paths are registered like the inbox sensor would, added as partitions, and
 materialised in-process through the same instance, jobs and stores: the same history, the same
-tables. Progress goes to stderr; the summary to stdout; the exit code says whether any failed.
+tables, the same dead letters (no run-status sensor sees an in-process run, so each run is
+settled here by the sensors' own `settle_run`). Progress goes to stderr; the summary to stdout;
+the exit code says whether any failed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -21,11 +24,15 @@ from extraction_pipeline.core.lifecycle import contiguous_batches
 from extraction_pipeline.core.pdf import UnreadablePdf, check_pdf
 from extraction_pipeline.core.records import ExtractionRecord, RecordStore
 from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.definitions import build_definitions
 from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, MAX_DOCUMENTS_PER_RUN
+from extraction_pipeline.defs.run_sensors import settle_run
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline.launcher import Environment
+
+log = logging.getLogger(__name__)
 
 TABLE_KEYS = [
     dg.AssetKey(name) for name in ("documents", "invoices", "invoice_line_items", "review_queue")
@@ -113,6 +120,7 @@ def ingest(
             raise_on_error=False,
         )
         summary.run_ids.append(result.run_id)
+        _settle(instance, result, store, registry, settings)
         done += len(batch)
         bar.update(done, f"{len(summary.failed)} unreadable" if job_name == "source_job" else "")
 
@@ -124,6 +132,31 @@ def ingest(
     bar.close()
     summary.wall_seconds = round(time.monotonic() - started, 2)
     return summary
+
+
+def _settle(
+    instance: dg.DagsterInstance,
+    result: dg.ExecuteInProcessResult,
+    store: LocalObjectStore,
+    registry: DocumentRegistry,
+    settings: Settings,
+) -> None:
+    """Dead letters of a finished run, as the dead_letters and run_notifications sensors would
+    record them for a run the daemon launched."""
+    run_error = None
+    if not result.success:
+        run_error = result.get_run_failure_event().message or "the run failed"
+    event = settle_run(
+        instance,
+        result.dagster_run,
+        run_error,
+        store,
+        registry,
+        settings.operations,
+        log,
+    )
+    if event is not None:
+        instance.report_runless_asset_event(event)
 
 
 def _count(

@@ -1,50 +1,61 @@
 """Run-status sensors: dead letters and webhook notifications.
 
 A failed run that the run-retry daemon will retry is ignored (it is not over yet). For the
-others, each document the run failed is classified: a permanent failure, or one that has used
-up EXTRACTION_MAX_ATTEMPTS, becomes a dead letter (data dir + `dead_letters.parquet`) and is
-announced to the webhook when one is configured. Webhook trouble is logged, never raised.
+others, and for successful runs, `settle_run` judges each document of the run with
+`core.dead_letters.judge_run`: a permanent failure (an unreadable document, a refusal...), or one
+that has used up EXTRACTION_MAX_ATTEMPTS, becomes a dead letter (data dir +
+`dead_letters.parquet`) and is announced to the webhook when one is configured; a document the
+run extracted is a dead letter no more. `extraction-pipeline ingest`, whose in-process runs no
+sensor sees, calls the same `settle_run` after each run. Webhook trouble is logged, never raised.
 """
 
+import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import dagster as dg
 
 from extraction_pipeline.audit.facts import extraction_attempts, run_document_keys
-from extraction_pipeline.core.dead_letters import DeadLetter, DeadLetterStore
-from extraction_pipeline.core.lifecycle import (
-    AssetState,
-    DocumentFacts,
-    RetryPolicy,
-    is_dead_letter,
+from extraction_pipeline.core.dead_letters import (
+    DeadLetterStore,
+    DocumentFailure,
+    FailureStage,
+    RunVerdict,
+    judge_run,
 )
+from extraction_pipeline.core.lifecycle import RetryPolicy
 from extraction_pipeline.core.notify import post_json
-from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.settings import OperationsSettings, Settings
+from extraction_pipeline.core.store import ObjectStore
 from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
 from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME
 from extraction_pipeline.defs.resources import DocumentStoreResource
 
 DEAD_LETTERS_KEY = dg.AssetKey("dead_letters")
 WILL_RETRY_TAG = "dagster/will_retry"
+_STAGES: dict[dg.AssetKey, FailureStage] = {SOURCE_KEY: "source", EXTRACTION_KEY: "extraction"}
 
 dead_letters_asset = dg.AssetSpec(
     DEAD_LETTERS_KEY,
-    description="Documents that failed for good (permanent error, or EXTRACTION_MAX_ATTEMPTS "
-    "used up) and need a person: tables/dead_letters.parquet, kept by the dead_letters sensor.",
+    description="Documents that failed for good (unreadable, permanent error, or "
+    "EXTRACTION_MAX_ATTEMPTS used up) and need a person: tables/dead_letters.parquet, kept by "
+    "the dead_letters sensor and by `extraction-pipeline ingest`.",
     group_name="tables",
     kinds={"parquet"},
-    deps=[EXTRACTION_KEY],
+    deps=[SOURCE_KEY, EXTRACTION_KEY],
 )
 
 
-def run_outcomes(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str, dict], set[str]]:
-    """Per document of a run: its last failure (error, kind, retryable), and the set of
-    documents it extracted."""
+def run_outcomes(
+    instance: dg.DagsterInstance, run_id: str
+) -> tuple[dict[str, DocumentFailure], set[str]]:
+    """Per document of a run: its last failure, and the set of documents it extracted."""
     records = instance.get_records_for_run(
         run_id,
         of_type={dg.DagsterEventType.ASSET_OBSERVATION, dg.DagsterEventType.ASSET_MATERIALIZATION},
     ).records
-    failures: dict[str, dict] = {}
+    failures: dict[str, DocumentFailure] = {}
     extracted: set[str] = set()
     for record in records:
         event = record.event_log_entry.dagster_event
@@ -54,22 +65,84 @@ def run_outcomes(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str, d
             if event.asset_key == EXTRACTION_KEY:
                 extracted.add(event.partition)
             continue
-        if event.asset_key not in (SOURCE_KEY, EXTRACTION_KEY):
+        stage = _STAGES.get(event.asset_key)  # type: ignore[arg-type]
+        if stage is None:
             continue
         metadata = event.event_specific_data.asset_observation.metadata  # type: ignore[union-attr]
-        failures[event.partition] = {
-            "asset": event.asset_key.to_user_string(),  # type: ignore[union-attr]
-            "error": str(metadata.get("error_message", dg.MetadataValue.text("")).value),
-            "error_kind": str(metadata.get("error_kind", dg.MetadataValue.text("")).value),
-            "retryable": bool(metadata.get("retryable", dg.MetadataValue.bool(True)).value),
-            "file_name": str(metadata.get("file_name", dg.MetadataValue.text("")).value),
-        }
+        failures[event.partition] = _failure(stage, metadata)
     return failures, extracted
+
+
+def _failure(stage: FailureStage, metadata: Mapping[str, dg.MetadataValue]) -> DocumentFailure:
+    """A failure observation's metadata (written by `defs.metadata.outcome_metadata`)."""
+
+    def text(name: str) -> str:
+        return str(metadata.get(name, dg.MetadataValue.text("")).value)
+
+    return DocumentFailure(
+        stage=stage,
+        error_kind=text("error_kind"),
+        error=text("error_message"),
+        retryable=bool(metadata.get("retryable", dg.MetadataValue.bool(True)).value),
+        file_name=text("file_name"),
+    )
+
+
+def settle_run(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    run_error: str | None,
+    store: ObjectStore,
+    registry: DocumentRegistry,
+    operations: OperationsSettings,
+    log: logging.Logger,
+) -> dg.AssetMaterialization | None:
+    """Judge a finished run's documents, store the verdict and announce its dead letters.
+    `run_error` is the run's failure message (None when it succeeded). Returns the
+    `dead_letters` materialisation to report when the table changed."""
+    keys = run_document_keys(run, instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
+    failures, extracted = run_outcomes(instance, run.run_id)
+    failed = [k for k in keys if k not in extracted and (k in failures or run_error is not None)]
+    verdict = judge_run(
+        run_id=run.run_id,
+        document_keys=keys,
+        extracted=extracted,
+        failures=failures,
+        attempts={key: extraction_attempts(instance, key)[0] for key in failed},
+        policy=RetryPolicy(max_attempts=operations.max_attempts),
+        run_error=run_error,
+        file_names={k: r.file_name for k in failed if (r := registry.get(k)) is not None},
+        now=datetime.now(UTC),
+    )
+    letters = DeadLetterStore(store)
+    if not letters.apply(verdict):
+        return None
+    _announce(verdict, operations, log)
+    return dg.AssetMaterialization(
+        asset_key=DEAD_LETTERS_KEY,
+        metadata={
+            "dagster/row_count": len(letters.all()),
+            "new_dead_letters": dg.MetadataValue.json(
+                [letter.document_key for letter in verdict.dead_letters]
+            ),
+            "cleared": dg.MetadataValue.json(list(verdict.cleared)),
+        },
+    )
+
+
+def _announce(verdict: RunVerdict, operations: OperationsSettings, log: logging.Logger) -> None:
+    for letter in verdict.dead_letters:
+        if not operations.webhook_url:
+            log.info(f"{letter.document_key}: dead letter ({letter.error_kind})")
+            continue
+        delivered = post_json(
+            operations.webhook_url, {"event": "dead_letter", **letter.model_dump(mode="json")}
+        )
+        log.info(f"{letter.document_key}: dead letter; webhook delivered={delivered}")
 
 
 def build_run_sensors(settings: Settings) -> list[dg.SensorDefinition]:
     operations = settings.operations
-    policy = RetryPolicy(max_attempts=operations.max_attempts)
 
     @dg.run_failure_sensor(
         name="dead_letters",
@@ -84,64 +157,16 @@ def build_run_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         if run.tags.get(WILL_RETRY_TAG) == "true":
             context.log.info(f"run {run.run_id} will be retried: not a dead letter yet")
             return None
-        keys = run_document_keys(
-            run, context.instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
+        event = settle_run(
+            context.instance,
+            run,
+            context.failure_event.message or "the run failed",
+            document_store.object_store(),
+            document_store.registry(),
+            operations,
+            context.log,
         )
-        failures, extracted = run_outcomes(context.instance, run.run_id)
-        store = DeadLetterStore(document_store.object_store())
-        registry = document_store.registry()
-        run_error = context.failure_event.message or "the run failed"
-        new_letters = []
-        for key in keys:
-            if key in extracted:
-                store.clear(key)
-                continue
-            failure = failures.get(key, {"error": run_error, "error_kind": "run_failed"})
-            attempts, _ = extraction_attempts(context.instance, key)
-            source_failed = failure.get("asset") == SOURCE_KEY.to_user_string()
-            facts = DocumentFacts(
-                document_key=key,
-                source=AssetState.FAILED if source_failed else AssetState.MATERIALIZED,
-                extraction=AssetState.FAILED,
-                attempts=attempts,
-                last_error_retryable=failure.get("retryable"),
-            )
-            if not (source_failed or is_dead_letter(facts, policy)):
-                continue
-            record = registry.get(key)
-            letter = DeadLetter(
-                document_key=key,
-                file_name=failure.get("file_name") or (record.file_name if record else ""),
-                run_id=run.run_id,
-                error_kind=failure["error_kind"],
-                error=failure["error"],
-                attempts=max(attempts, 1),
-                recorded_at=datetime.now(UTC),
-            )
-            store.record(letter)
-            new_letters.append(letter)
-            if operations.webhook_url:
-                delivered = post_json(
-                    operations.webhook_url,
-                    {"event": "dead_letter", **letter.model_dump(mode="json")},
-                )
-                context.log.info(f"{key}: dead letter; webhook delivered={delivered}")
-        if not new_letters:
-            return None
-        count = store.write_table()
-        return dg.SensorResult(
-            asset_events=[
-                dg.AssetMaterialization(
-                    asset_key=DEAD_LETTERS_KEY,
-                    metadata={
-                        "dagster/row_count": count,
-                        "new_dead_letters": dg.MetadataValue.json(
-                            [letter.document_key for letter in new_letters]
-                        ),
-                    },
-                )
-            ]
-        )
+        return dg.SensorResult(asset_events=[event]) if event is not None else None
 
     @dg.run_status_sensor(
         name="run_notifications",
@@ -152,21 +177,29 @@ def build_run_sensors(settings: Settings) -> list[dg.SensorDefinition]:
     )
     def run_notifications(
         context: dg.RunStatusSensorContext, document_store: DocumentStoreResource
-    ) -> None:
+    ) -> dg.SensorResult | None:
         run = context.dagster_run
-        _, extracted = run_outcomes(context.instance, run.run_id)
-        store = DeadLetterStore(document_store.object_store())
-        if any([store.clear(key) for key in extracted]):
-            store.write_table()
-        if operations.webhook_url and operations.notify_success and extracted:
-            post_json(
-                operations.webhook_url,
-                {
-                    "event": "run_succeeded",
-                    "run_id": run.run_id,
-                    "job": run.job_name,
-                    "documents_extracted": sorted(extracted),
-                },
-            )
+        event = settle_run(
+            context.instance,
+            run,
+            None,
+            document_store.object_store(),
+            document_store.registry(),
+            operations,
+            context.log,
+        )
+        if operations.webhook_url and operations.notify_success:
+            _, extracted = run_outcomes(context.instance, run.run_id)
+            if extracted:
+                post_json(
+                    operations.webhook_url,
+                    {
+                        "event": "run_succeeded",
+                        "run_id": run.run_id,
+                        "job": run.job_name,
+                        "documents_extracted": sorted(extracted),
+                    },
+                )
+        return dg.SensorResult(asset_events=[event]) if event is not None else None
 
     return [dead_letters, run_notifications]

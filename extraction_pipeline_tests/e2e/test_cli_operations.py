@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from extraction_pipeline.samples import invoice_pdf, make_invoice
@@ -66,6 +67,21 @@ def test_ingest_a_folder_of_good_and_bad_pdfs_then_ask_status_and_history(
     assert report["total"] == 4
     assert report["counts"]["extracted"] == 2 and report["counts"]["dead_letter"] == 2
     assert report["cost_usd"] == pytest.approx(summary["cost_usd"], rel=1e-6)
+    # What status counts, the files hold: a row per document, a dead letter per dead letter.
+    assert {letter["error_kind"] for letter in report["dead_letters"]} == {"CorruptPdf", "refused"}
+    assert {letter["document_key"] for letter in report["dead_letters"]} == set(
+        report["documents_by_state"]["dead_letter"]
+    )
+    documents = pq.read_table(tmp_path / "data" / "tables" / "documents.parquet").to_pylist()
+    assert len(documents) == report["total"]
+    assert sorted(row["status"] for row in documents) == [
+        "extracted",
+        "extracted",
+        "failed",
+        "failed",
+    ]
+    dead_letters = pq.read_table(tmp_path / "data" / "tables" / "dead_letters.parquet")
+    assert dead_letters.num_rows == 2
 
     history = cli(cli_env, "history", "refused.pdf", "--json")
     assert history.returncode == 0, history.stderr[-2000:]
