@@ -2,6 +2,7 @@
 runs, run-status sensors) or `extraction-pipeline ingest` did (in-process runs no sensor sees)."""
 
 import io
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,33 +46,43 @@ def through_the_daemon(instance: dg.DagsterInstance, settings: Settings) -> list
     assert isinstance(tick, dg.SensorResult)
     for request in tick.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    run_ids = []
-    for request in tick.run_requests or []:
-        result = defs.resolve_job_def(request.job_name).execute_in_process(
-            instance=instance,
-            partition_key=request.partition_key,
-            tags=request.tags,
-            raise_on_error=False,
-        )
-        run_ids.append(result.run_id)
-        sensor = "run_notifications" if result.success else "dead_letters"
-        status = (
-            dg.DagsterEventType.RUN_SUCCESS if result.success else dg.DagsterEventType.RUN_FAILURE
-        )
-        (entry,) = instance.all_logs(result.run_id, of_type=status)
-        with dg.build_run_status_sensor_context(
-            sensor_name=sensor,
-            dagster_event=entry.dagster_event,
-            dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id),
-            resources=resources,
-        ) as run_context:
-            context = run_context.for_run_failure() if not result.success else run_context
-            outcome = defs.resolve_sensor_def(sensor)(context)
-        if isinstance(outcome, dg.SensorResult):  # the daemon stores the sensor's asset events
-            for event in outcome.asset_events:
-                instance.report_runless_asset_event(event)
-    return run_ids
+    return [
+        run_like_the_daemon(
+            instance, defs, request.job_name, request.partition_key, request.tags
+        ).run_id
+        for request in tick.run_requests or []
+    ]
+
+
+def run_like_the_daemon(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    job_name: str | None,
+    partition_key: str | None,
+    tags: Mapping[str, str],
+) -> dg.ExecuteInProcessResult:
+    """One run, then the run-status sensor the daemon evaluates for how it ended (dead_letters
+    or run_notifications), with the sensor's asset events stored as the daemon stores them."""
+    assert job_name is not None
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, partition_key=partition_key, tags=tags, raise_on_error=False
+    )
+    sensor = "run_notifications" if result.success else "dead_letters"
+    status = dg.DagsterEventType.RUN_SUCCESS if result.success else dg.DagsterEventType.RUN_FAILURE
+    (entry,) = instance.all_logs(result.run_id, of_type=status)
+    with dg.build_run_status_sensor_context(
+        sensor_name=sensor,
+        dagster_event=entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"document_store": defs.resources["document_store"]},
+    ) as run_context:
+        context = run_context if result.success else run_context.for_run_failure()
+        outcome = defs.resolve_sensor_def(sensor)(context)
+    if isinstance(outcome, dg.SensorResult):
+        for event in outcome.asset_events:
+            instance.report_runless_asset_event(event)
+    return result
 
 
 def through_ingest(instance: dg.DagsterInstance, settings: Settings, folder: Path) -> list[str]:
@@ -134,3 +145,38 @@ def test_dead_letters_are_the_same_whichever_path_ran_the_documents(
     assert {letter.document_key for letter in report.dead_letters} == set(
         report.documents_by_state["dead_letter"]
     )
+
+
+@pytest.mark.parametrize("path", ["daemon", "ingest"])
+def test_a_dead_letter_extracted_later_is_cleared_the_same_way(
+    instance: dg.DagsterInstance,
+    pipeline_settings: Settings,
+    model_simulator: SimulatorControl,
+    tmp_path: Path,
+    path: str,
+) -> None:
+    invoice = make_invoice(5)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "later.pdf").write_bytes(invoice_pdf(invoice))
+    environment = Environment(PROJECT_ROOT, tmp_path / "home", pipeline_settings)
+    model_simulator.set_faults(f"refuse:match={invoice.invoice_number}")
+    (first,) = ingest(instance, environment, [folder / "later.pdf"], io.StringIO()).run_ids
+    letters = DeadLetterStore(LocalObjectStore(pipeline_settings.data_dir))
+    (letter,) = letters.all()
+    assert (letter.error_kind, letter.run_id) == ("refused", first)
+    model_simulator.set_faults()
+
+    if path == "daemon":  # e.g. a backfill of the failed partition from the UI
+        defs = definitions_for(pipeline_settings)
+        again = run_like_the_daemon(instance, defs, "extraction_job", letter.document_key, {})
+        assert again.success
+    else:
+        ingest(instance, environment, [folder / "later.pdf"], io.StringIO())
+
+    assert letters.all() == []
+    table = pq.read_table(pipeline_settings.data_dir / "tables" / "dead_letters.parquet")
+    assert table.num_rows == 0
+    latest = instance.get_latest_materialization_event(DEAD_LETTERS)
+    assert latest is not None and latest.asset_materialization is not None
+    assert latest.asset_materialization.metadata["cleared"].value == [letter.document_key]
