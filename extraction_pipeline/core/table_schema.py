@@ -70,7 +70,12 @@ DOCUMENTS = TableLayout(
         Column("cache_hit", pa.bool_(), "True when a stored result was reused (not paid again)."),
         Column("extracted_at", pa.timestamp("us", tz="UTC"), "When this outcome was recorded."),
         Column("review_reason", pa.string(), "Why a person should look, if they should."),
-        Column("error_kind", pa.string(), "Failure kind (refused, truncated, rate_limited...)."),
+        Column(
+            "error_kind",
+            pa.string(),
+            "Failure kind: refused, truncated, rate_limited... from extraction; EmptyFile, "
+            "NotAPdf, CorruptPdf, EncryptedPdf, TooLarge for an unreadable file.",
+        ),
         Column("error_message", pa.string(), "The failure in words."),
         Column("run_id", pa.string(), "Dagster run that produced the outcome."),
     ),
