@@ -8,7 +8,6 @@ from pathlib import Path
 
 from extraction_pipeline.core.documents import display_name, document_key
 from extraction_pipeline.core.pdf import PdfLimits, sha256_hex
-from extraction_pipeline_tests.defs.helpers import drop
 from extraction_pipeline_tests.pdfs import corrupt_pdf, encrypted_pdf, good_pdf, truncated_pdf
 
 LIMITS = PdfLimits(max_bytes=100_000, max_pages=3)
@@ -50,6 +49,14 @@ def unreadable(detail: str) -> Expected:
 
 def refused(reason: str, message: str) -> Expected:
     return Expected("refused", f"{reason}: {message}")
+
+
+def drop(folder: Path, name: str, data: bytes) -> None:
+    """Write a file whole, then rename it into place (a temporary name short enough for a name
+    of 250 characters)."""
+    temporary = folder / ".incoming.part"
+    temporary.write_bytes(data)
+    temporary.replace(folder / name)
 
 
 def drop_hostile_files(inbox: Path, outside: Path) -> dict[str, Expected]:

@@ -1,4 +1,5 @@
-"""The drop-folder sensor: new PDFs become `documents` partitions and runs in the same tick."""
+"""The drop-folder sensor: new PDFs become `documents` partitions and runs in the same tick;
+files that cannot become documents are refused, recorded in the registry and logged."""
 
 import time
 from pathlib import Path
@@ -86,14 +87,15 @@ def build_inbox_sensor(settings: Settings) -> dg.SensorDefinition:
             limits=document_store.pdf_limits(),
         )
         _log_decision(context, decision)
+        cursor = decision.cursor.serialize()
         if not decision.keys_to_add:
-            return dg.SensorResult(skip_reason=decision.summary(), cursor=plan.cursor.serialize())
+            return dg.SensorResult(skip_reason=decision.summary(), cursor=cursor)
         return dg.SensorResult(
             run_requests=intake_run_requests(decision),
             dynamic_partitions_requests=[
                 documents_partitions.build_add_request(list(decision.keys_to_add))
             ],
-            cursor=plan.cursor.serialize(),
+            cursor=cursor,
         )
 
     return inbox_sensor
@@ -104,9 +106,13 @@ def _log_decision(context: dg.SensorEvaluationContext, decision: IntakeDecision)
         context.log.info(f"{name}: same content as document {key}; not a new document")
     for key, reason in decision.unreadable:
         context.log.warning(f"{key}: unreadable ({reason}); recorded by its own source run")
-    for name in decision.ignored:
-        context.log.info(f"{name}: ignored, not a PDF")
+    for refusal in decision.refused:
+        context.log.warning(
+            f"{refusal.file_name}: refused, {refusal.reason.value}: {refusal.message}"
+        )
     for name in decision.vanished:
         context.log.warning(f"{name}: removed from the inbox before it could be read")
-    if decision.keys_to_add or decision.duplicates or decision.deferred or decision.ignored:
+    for name, error in decision.retrying:
+        context.log.warning(f"{name}: could not be read ({error}); trying again next tick")
+    if decision.keys_to_add or decision.duplicates or decision.deferred or decision.refused:
         context.log.info(decision.summary())

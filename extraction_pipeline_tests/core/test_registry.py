@@ -1,10 +1,15 @@
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from extraction_pipeline.core.registry import DocumentRegistry, RegistrationOutcome
+from extraction_pipeline.core.inbox import Refusal, RefusalReason
+from extraction_pipeline.core.registry import DocumentRegistry, Registration, RegistrationOutcome
 from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline_tests.hostile import LATIN1_NAME, LONG_NAME, UNICODE_NAME
 from extraction_pipeline_tests.pdfs import good_pdf
+
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -59,3 +64,81 @@ def test_put_if_absent_creates_once_and_keeps_the_first_bytes(tmp_path: Path) ->
     assert store.get("index/abc") == b"first"
     assert [path.name for path in (tmp_path / "index").iterdir()] == ["abc"]  # no temporaries
     assert (tmp_path / "index" / "abc").stat().st_mode & 0o777 == 0o644
+
+
+class RivalCommitsFirst(LocalObjectStore):
+    """A store on which another process's registration of `data` commits just before this
+    registration's commit point: both looked the bytes up before either committed."""
+
+    def __init__(self, root: Path, rival_name: str, data: bytes) -> None:
+        super().__init__(root)
+        self.rival_name, self.data = rival_name, data
+        self.rival: Registration | None = None
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        if name.startswith("registry/sha256/") and self.rival is None:
+            rival = DocumentRegistry(LocalObjectStore(self.root))
+            self.rival = rival.register(self.rival_name, self.data, now=LONG_AGO)
+        return super().put_if_absent(name, data)
+
+
+def test_a_registration_that_loses_the_race_adopts_the_winner(tmp_path: Path) -> None:
+    store = RivalCommitsFirst(tmp_path, "sensor.pdf", good_pdf())
+    late = DocumentRegistry(store).register("ingest.pdf", good_pdf())
+    assert late.outcome is RegistrationOutcome.DUPLICATE_CONTENT
+    assert late.record.document_key.startswith("sensor-")
+    assert (late.record.file_name, late.record.aliases) == ("sensor.pdf", ("ingest.pdf",))
+    assert late.record.registered_at == LONG_AGO
+    assert [n.rsplit("/", 1)[-1] for n in store.list("registry/documents")] == [
+        f"{late.record.document_key}.json"  # the loser's own record is gone
+    ]
+
+
+def test_the_same_name_losing_the_race_is_the_same_document(tmp_path: Path) -> None:
+    store = RivalCommitsFirst(tmp_path, "a.pdf", good_pdf())
+    late = DocumentRegistry(store).register("a.pdf", good_pdf())
+    assert store.rival is not None
+    # The late one had written the record (same key) before the rival committed it: one record.
+    assert (store.rival.outcome, late.outcome) == (
+        RegistrationOutcome.NEW,
+        RegistrationOutcome.SAME_DOCUMENT,
+    )
+    assert store.rival.record == late.record
+    assert len(list(store.list("registry/documents"))) == 1
+
+
+def test_find_ignores_the_record_of_a_registration_that_never_committed(
+    registry: DocumentRegistry,
+) -> None:
+    committed = registry.register("a.pdf", good_pdf(1)).record
+    crashed = committed.model_copy(update={"document_key": "a-000000000000", "sha256": "0" * 64})
+    registry.store.put("registry/documents/a-000000000000.json", crashed.model_dump_json().encode())
+    assert registry.find("a.pdf") == [committed]
+
+
+def refusal(name: str, reason: RefusalReason = RefusalReason.FOLDER) -> Refusal:
+    return Refusal(file_name=name, reason=reason, message="why", refused_at=LONG_AGO)
+
+
+@pytest.mark.parametrize("name", ["x.pdf", LONG_NAME, UNICODE_NAME, "caf\ufffd 5.pdf"])
+def test_refusals_are_listed_replaced_and_cleared_by_a_registration(
+    registry: DocumentRegistry, name: str
+) -> None:
+    registry.refuse(refusal("other.pdf"))
+    registry.refuse(refusal(name))
+    registry.refuse(refusal(name, RefusalReason.PERMISSION_DENIED))
+    assert {(r.file_name, r.reason) for r in registry.refusals()} == {
+        ("other.pdf", RefusalReason.FOLDER),
+        (name, RefusalReason.PERMISSION_DENIED),
+    }
+    stored = [n.rsplit("/", 1)[-1] for n in registry.store.list("registry/refusals")]
+    assert all(len(n) <= 60 + 1 + 12 + 5 and n.isascii() for n in stored)
+    registry.register(name, good_pdf())
+    assert [r.file_name for r in registry.refusals()] == ["other.pdf"]
+
+
+def test_a_name_that_is_not_utf8_is_registered_as_shown(registry: DocumentRegistry) -> None:
+    record = registry.register(LATIN1_NAME, good_pdf()).record
+    assert record.file_name == "caf\ufffd 5.pdf"
+    assert record.document_key.startswith("caf-5-")
+    assert registry.find("caf\ufffd 5.pdf") == [record]

@@ -1,14 +1,22 @@
 """The inbox sensor's decisions on a real Postgres instance: run requests, partitions, cursor."""
 
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
+from extraction_pipeline.core.documents import document_key
 from extraction_pipeline.core.inbox import IntakeCursor
+from extraction_pipeline.core.pdf import sha256_hex
 from extraction_pipeline.core.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline_tests.defs.helpers import definitions_for, drop
+from extraction_pipeline_tests.hostile import LIMITS, drop_hostile_files
 from extraction_pipeline_tests.pdfs import encrypted_pdf, good_pdf, truncated_pdf
 
 
@@ -137,11 +145,16 @@ def test_growing_file_waits_until_it_settles(
     )
 
 
-def test_non_pdf_files_are_ignored(tick: Tick, settings: Settings) -> None:
+def test_non_pdf_files_are_refused_and_recorded(tick: Tick, settings: Settings) -> None:
     drop(settings.inbox, "notes.txt", b"not a pdf")
     drop(settings.inbox, "photo.jpg", b"\xff\xd8\xff")
     result = tick()
-    assert result.run_requests == [] and skipped(result) == "2 not PDF"
+    assert result.run_requests == [] and skipped(result) == "2 refused"
+    refusals = DocumentRegistry(LocalObjectStore(settings.data_dir)).refusals()
+    assert sorted((r.file_name, r.reason.value) for r in refusals) == [
+        ("notes.txt", "not_a_pdf_name"),
+        ("photo.jpg", "not_a_pdf_name"),
+    ]
 
 
 def test_cap_limits_keys_per_tick_and_the_rest_follow(
@@ -176,7 +189,7 @@ def test_a_large_tick_is_split_into_runs_of_bounded_size() -> None:
     from extraction_pipeline.defs.sensors import intake_run_requests
 
     keys = tuple(f"doc-{i:04d}" for i in range(2 * MAX_DOCUMENTS_PER_RUN + 50))
-    decision = IntakeDecision(keys, (), (), (), (), (), (), (), ())
+    decision = IntakeDecision(new_keys=keys)
     requests = intake_run_requests(decision)
     ranges = [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in requests]
     size = MAX_DOCUMENTS_PER_RUN
@@ -185,3 +198,96 @@ def test_a_large_tick_is_split_into_runs_of_bounded_size() -> None:
         (keys[size], keys[2 * size - 1]),
         (keys[2 * size], keys[-1]),
     ]
+
+
+def test_hostile_and_broken_files_each_get_their_outcome_and_the_good_ones_run(
+    instance: dg.DagsterInstance,
+    settings: Settings,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    limited = replace(settings, pdf_limits=LIMITS)
+    tick = Tick(instance, limited)
+    expected = drop_hostile_files(limited.inbox, tmp_path / "outside")
+    registry = DocumentRegistry(LocalObjectStore(limited.data_dir))
+
+    result = tick()
+
+    new = sorted(e.detail for e in expected.values() if e.outcome == "new")
+    unreadable = {name: e.detail for name, e in expected.items() if e.outcome == "unreadable"}
+    keys = added_keys(result)
+    assert sorted(keys[: len(new)]) == new
+    unreadable_keys = keys[len(new) :]
+    assert sorted(registry.get(k).file_name for k in unreadable_keys) == sorted(unreadable)  # type: ignore[union-attr]
+    extract, source = result.run_requests
+    assert (extract.job_name, extract.tags[RANGE_START_TAG], extract.tags[RANGE_END_TAG]) == (
+        "intake_job",
+        keys[0],
+        keys[len(new) - 1],
+    )
+    assert (source.job_name, source.tags[RANGE_START_TAG], source.tags[RANGE_END_TAG]) == (
+        "source_job",
+        unreadable_keys[0],
+        unreadable_keys[-1],
+    )
+    assert instance.get_dynamic_partitions("documents") == keys
+    refused = {name: e.detail for name, e in expected.items() if e.outcome == "refused"}
+    recorded = {r.file_name: f"{r.reason.value}: {r.message}" for r in registry.refusals()}
+    assert recorded == refused
+    assert IntakeCursor.parse(result.cursor).retry == frozenset()
+
+    log = capfd.readouterr().err
+    for name, detail in refused.items():
+        assert f"{name}: refused, {detail}" in log
+    for key in unreadable_keys:
+        record = registry.get(key)
+        assert record is not None
+        assert f"{key}: unreadable ({unreadable[record.file_name]})" in log
+    for name, e in expected.items():
+        if e.outcome == "duplicate":
+            assert f"{name}: same content as document {e.detail}; not a new document" in log
+
+    assert skipped(tick()) == "no new files"
+    drop(limited.inbox, "after the storm.pdf", good_pdf(11))
+    (key,) = added_keys(later := tick())
+    assert key == document_key("after the storm.pdf", sha256_hex(good_pdf(11)))
+    assert [r.partition_key for r in later.run_requests] == [key]
+
+
+def test_a_file_being_appended_to_is_taken_whole_once_it_settles(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
+    """A writer appends to the file in the inbox (no temporary name) across many ticks."""
+    settling = replace(settings, settle_seconds=1.0)
+    tick = Tick(instance, settling)
+    data = good_pdf(3)
+    path = settling.inbox / "scanner output.pdf"
+    path.touch()
+
+    def write_slowly() -> None:
+        with path.open("ab", buffering=0) as stream:
+            for start in range(0, len(data), 64):
+                stream.write(data[start : start + 64])
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    while_writing = []
+    while writer.is_alive():
+        result = tick()
+        assert (added_keys(result), result.run_requests) == ([], [])
+        while_writing.append(skipped(result))
+        time.sleep(0.1)
+    writer.join()
+    assert len(while_writing) >= 5 and set(while_writing) == {"1 still growing"}
+
+    deadline = time.monotonic() + 10
+    while not (keys := added_keys(result := tick())) and time.monotonic() < deadline:
+        assert skipped(result) == "1 still growing"
+        time.sleep(0.2)
+    assert keys == [document_key("scanner output.pdf", sha256_hex(data))]
+    assert [r.partition_key for r in result.run_requests] == keys
+    registry = DocumentRegistry(LocalObjectStore(settling.data_dir))
+    record = registry.get(keys[0])
+    assert record is not None and registry.original(record) == data
+    assert skipped(tick()) == "no new files"
