@@ -88,6 +88,9 @@ class ExtractionAgent(Generic[RecordT]):
         self._owns_client = client is None
         self._sleep = sleep
         self._rng = rng or random.Random()
+        # Documents whose request is on the wire now: on a stop these are let finish (they are
+        # being paid for); the others are not sent.
+        self.calls_in_flight: set[str] = set()
 
     async def __aenter__(self) -> Self:
         if self._client is None:
@@ -231,6 +234,7 @@ class ExtractionAgent(Generic[RecordT]):
         async with self.limiter.acquire(estimate) as permit:
             tracker.attempts += 1
             started = time.monotonic()
+            self.calls_in_flight.add(tracker.document_key)
             try:
                 reply = await self._send(parts, turns)
             except openai.OpenAIError as sdk_error:
@@ -239,6 +243,7 @@ class ExtractionAgent(Generic[RecordT]):
                 tracker.request_id = error.request_id or tracker.request_id
                 return error
             finally:
+                self.calls_in_flight.discard(tracker.document_key)
                 tracker.latency += time.monotonic() - started
             permit.record_tokens(reply.usage.total_tokens)
         tracker.add_reply(reply)

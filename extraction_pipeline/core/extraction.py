@@ -9,6 +9,7 @@ gets an outcome too (`read_source`), so every document the pipeline ran has one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -52,6 +53,7 @@ class ExtractionJob:
     policy: ValidationPolicy
     pdf_limits: PdfLimits
     run_id: str | None = None
+    stop_grace_seconds: float = 15.0  # see ExtractionStream.interrupt
 
 
 @dataclass(frozen=True)
@@ -112,22 +114,41 @@ class ExtractionStream:
         self.fingerprint = schema_fingerprint(job.schema)
         self._outcomes: queue.Queue[ExtractionRecord | _Done] = queue.Queue()
         self._loop = asyncio.new_event_loop()
-        self._inbox: asyncio.Queue[tuple[str, PdfDocumentInfo | None] | _Done] | None = None
+        self._inbox: asyncio.Queue[tuple[str, PdfDocumentInfo | None] | _Done | _Stop] | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="extraction", daemon=True)
         self._submitted: set[str] = set()
         self._pending = 0
         self._closed = False
+        self._interrupted = False
+        self._agent: ExtractionAgent[BaseModel] | None = None
 
     def __enter__(self) -> ExtractionStream:
         self._thread.start()
         self._started.wait()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-        self._thread.join()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+            self._thread.join()
+        else:  # left early (an error, or a generator closed mid-way): keep what is paid for
+            self.interrupt()
+
+    def interrupt(self) -> list[ExtractionRecord]:
+        """Stop early. Documents not sent yet are dropped (they have no outcome; the next attempt
+        takes them); calls already on the wire get `job.stop_grace_seconds` to answer, and their
+        outcomes are stored as usual. Returns the outcomes stored and not taken yet."""
+        if not self._interrupted:
+            self._interrupted = self._closed = True
+            with contextlib.suppress(RuntimeError):  # the loop has already finished
+                self._loop.call_soon_threadsafe(self._put, _STOP)
+            self._thread.join(self.job.stop_grace_seconds + STOP_JOIN_MARGIN_SECONDS)
+        return self.ready()
+
+    def calls_in_flight(self) -> int:
+        return len(self._agent.calls_in_flight) if self._agent is not None else 0
 
     def submit(self, key: str, info: PdfDocumentInfo | None = None) -> None:
         """Queue one document; `info` is its already-read text (else it is read here)."""
@@ -164,7 +185,7 @@ class ExtractionStream:
         self._pending -= 1
         return item
 
-    def _put(self, item: tuple[str, PdfDocumentInfo | None] | _Done) -> None:
+    def _put(self, item: tuple[str, PdfDocumentInfo | None] | _Done | _Stop) -> None:
         assert self._inbox is not None
         self._inbox.put_nowait(item)
 
@@ -183,10 +204,32 @@ class ExtractionStream:
         self._inbox = asyncio.Queue()
         self._started.set()
         async with ExtractionAgent(self.job.schema, self.job.config) as agent:
-            tasks: set[asyncio.Task[None]] = set()
-            while not isinstance(item := await self._inbox.get(), _Done):
-                tasks.add(asyncio.create_task(self._one(agent, *item)))
-            await asyncio.gather(*tasks)
+            self._agent = agent
+            tasks: dict[asyncio.Task[None], str] = {}
+            while not isinstance(item := await self._inbox.get(), _Done | _Stop):
+                key, info = item
+                tasks[asyncio.create_task(self._one(agent, key, info))] = key
+            if isinstance(item, _Stop):
+                await self._drain(agent, tasks)
+            else:
+                await asyncio.gather(*tasks)
+
+    async def _drain(
+        self, agent: ExtractionAgent[BaseModel], tasks: dict[asyncio.Task[None], str]
+    ) -> None:
+        """Cancel what has not been sent; give what has been sent the grace period."""
+        sent = []
+        for task, key in tasks.items():
+            if key in agent.calls_in_flight:
+                sent.append(task)
+            else:
+                task.cancel()
+        if sent:
+            _, late = await asyncio.wait(sent, timeout=self.job.stop_grace_seconds)
+            for task in late:
+                log.warning("document %s: no answer within the stop grace period", tasks[task])
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _one(
         self, agent: ExtractionAgent[BaseModel], key: str, info: PdfDocumentInfo | None
@@ -242,7 +285,14 @@ class _Done:
     pass
 
 
+class _Stop:
+    pass
+
+
 _DONE = _Done()
+_STOP = _Stop()
+# How long `interrupt` waits beyond the grace period for the loop to wind down.
+STOP_JOIN_MARGIN_SECONDS = 5.0
 
 
 def extract_documents(

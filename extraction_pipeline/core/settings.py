@@ -32,6 +32,9 @@ class ExtractionSettings:
     max_retries: int = 4
     prices: str | None = None
     step_retry_delay_seconds: float = 15.0
+    # On a stop (Ctrl-C of `dev`, run termination), calls already sent get this long to answer,
+    # so what was paid for is stored; the rest are not sent.
+    stop_grace_seconds: float = 15.0
 
     def agent_config(self, api_key: str | None) -> AgentConfig:
         return AgentConfig(
@@ -63,6 +66,7 @@ class ExtractionSettings:
             max_retries=_int(env, "EXTRACTION_MAX_RETRIES", 4),
             prices=env.get("EXTRACTION_PRICES") or None,
             step_retry_delay_seconds=_float(env, "EXTRACTION_STEP_RETRY_DELAY", 15.0),
+            stop_grace_seconds=_float(env, "EXTRACTION_STOP_GRACE_SECONDS", 15.0),
         )
         try:
             settings.agent_config(api_key=None)

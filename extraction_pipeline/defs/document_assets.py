@@ -116,34 +116,50 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
             policy=ValidationPolicy(),
             pdf_limits=document_store.pdf_limits(),
             run_id=context.run.run_id,
+            stop_grace_seconds=extraction_agent.stop_grace_seconds,
         )
         extracting = EXTRACTION_KEY in selected
         unreadable_seen = False
         # Each document is handed to the model as soon as its source is read, and each outcome
         # is recorded as soon as it is stored: reading, calls and event writes overlap.
         with ExtractionStream(job) if extracting else contextlib.nullcontext() as stream:
-            for key in keys:
-                info = None
-                if SOURCE_KEY in selected and key not in settled.source:
-                    source = read_source(registry, key, job.pdf_limits, job.run_id)
-                    if isinstance(source, ExtractionRecord):
-                        # Stored before its event: the change feed finds the outcome it names.
-                        job.records.save(source)
-                        failures[key] = source.error_message or "unreadable"
-                        unreadable_seen = True
-                        context.log.error(f"{key}: {failures[key]}")
-                        yield dg.AssetObservation(
-                            asset_key=SOURCE_KEY, partition=key, metadata=outcome_metadata(source)
-                        )
-                    else:
-                        info = source.info
-                        yield _source_materialization(registry, source)
-                if stream is not None and key not in settled.extraction and key not in failures:
-                    stream.submit(key, info)
-                    yield from _extraction_events(stream.ready(), outcomes, failures)
-            if stream is not None:
-                stream.close()
-                yield from _extraction_events(stream.remaining(), outcomes, failures)
+            try:
+                for key in keys:
+                    info = None
+                    if SOURCE_KEY in selected and key not in settled.source:
+                        source = read_source(registry, key, job.pdf_limits, job.run_id)
+                        if isinstance(source, ExtractionRecord):
+                            # Stored before its event: the change feed finds the outcome it names.
+                            job.records.save(source)
+                            failures[key] = source.error_message or "unreadable"
+                            unreadable_seen = True
+                            context.log.error(f"{key}: {failures[key]}")
+                            yield dg.AssetObservation(
+                                asset_key=SOURCE_KEY,
+                                partition=key,
+                                metadata=outcome_metadata(source),
+                            )
+                        else:
+                            info = source.info
+                            yield _source_materialization(registry, source)
+                    if stream is not None and key not in settled.extraction and key not in failures:
+                        stream.submit(key, info)
+                        yield from _extraction_events(stream.ready(), outcomes, failures)
+                if stream is not None:
+                    stream.close()
+                    yield from _extraction_events(stream.remaining(), outcomes, failures)
+            except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+                # A stop (Ctrl-C of `dev`, SIGTERM, run termination): the calls already sent are
+                # paid for, so they get a grace period and their outcomes are recorded; documents
+                # not sent are left for the retry of this run.
+                if stream is not None:
+                    context.log.warning(
+                        f"interrupted: {stream.calls_in_flight()} model calls in flight get up to "
+                        f"{job.stop_grace_seconds:.0f} s to finish; unsent documents are left for "
+                        "the next attempt"
+                    )
+                    yield from _extraction_events(stream.interrupt(), outcomes, failures)
+                raise
         if extracting:
             context.log.info(_summary(outcomes, len(settled.extraction)))
         if extracting or unreadable_seen:

@@ -61,6 +61,9 @@ class ExtractionAgentResource(dg.ConfigurableResource):
     max_retries: int = Field(description="EXTRACTION_MAX_RETRIES")
     prices: str | None = Field(default=None, description="EXTRACTION_PRICES: JSON or a path")
     step_retry_delay_seconds: float = Field(description="EXTRACTION_STEP_RETRY_DELAY")
+    stop_grace_seconds: float = Field(
+        default=15.0, description="EXTRACTION_STOP_GRACE_SECONDS: in-flight calls on a stop"
+    )
 
     # The fields mirror ExtractionSettings (shown in the UI's resource page), but for `schema`,
     # a name pydantic models reserve.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from extraction_pipeline.core.agent_config import AgentConfig
 from extraction_pipeline.core.extraction import (
     ExtractionJob,
+    ExtractionStream,
     SourceRead,
     extract_documents,
     read_source,
@@ -354,3 +357,42 @@ def test_a_readable_source_and_a_missing_registration(registry: DocumentRegistry
     assert source.document.document_key == key and source.info.page_count == 2
     assert isinstance(missing, ExtractionRecord)
     assert missing.error_kind == "DocumentNotRegistered" and missing.file_name == ""
+
+
+def test_an_interrupted_stream_keeps_the_answers_in_flight_and_sends_nothing_more(
+    job: ExtractionJob, registry: DocumentRegistry, model_simulator: SimulatorControl
+) -> None:
+    model_simulator.configure(latency_seconds=1.5)
+    job = replace(job, config=replace(job.config, max_concurrency=2))
+    keys = [register_invoice(registry, index)[0] for index in range(1, 7)]
+    with ExtractionStream(job) as stream:
+        for key in keys:
+            stream.submit(key)
+        deadline = time.monotonic() + 10
+        while stream.calls_in_flight() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kept = stream.interrupt()
+    assert len(kept) == 2 and {o.status for o in kept} == {"extracted"}
+    assert model_simulator.requests()["count"] == 2  # the other four were never sent
+    for outcome in kept:  # stored: the next attempt finds them without asking again
+        assert job.records.load(outcome.document_key) == outcome
+    again = extract_documents(job, [o.document_key for o in kept])
+    assert all(o.cache_hit for o in again)
+    assert model_simulator.requests()["count"] == 2
+
+
+def test_an_interrupted_stream_gives_up_on_calls_that_outlive_the_grace_period(
+    job: ExtractionJob, registry: DocumentRegistry, model_simulator: SimulatorControl
+) -> None:
+    model_simulator.configure(latency_seconds=4)
+    job = replace(job, stop_grace_seconds=0.5)
+    key, _ = register_invoice(registry, 1)
+    with ExtractionStream(job) as stream:
+        stream.submit(key)
+        deadline = time.monotonic() + 10
+        while stream.calls_in_flight() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert stream.interrupt() == []
+        assert time.monotonic() - started < 3
+    assert job.records.load(key) is None
