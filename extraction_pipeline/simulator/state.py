@@ -46,6 +46,7 @@ class RequestLogEntry:
     document_name: str
     schema_name: str
     schema_sha256: str
+    instructions_sha256: str
     document_text: str = field(repr=False, default="")
     fault: str | None = None
     status_code: int | None = None
@@ -116,6 +117,7 @@ class SimulatorState:
             document_name=request.document_name,
             schema_name=request.schema_name,
             schema_sha256=request.schema_sha256,
+            instructions_sha256=request.instructions_sha256,
             document_text=request.document_text,
             retry_count=retry_count,
         )

@@ -53,6 +53,7 @@ class ModelRequest:
     # same for every retry and the repair round of one document, different for another one.
     document: str = ""
     document_name: str = ""  # the file name the request gives, if any
+    instructions: str = ""  # the system side: `instructions`, system and developer messages
 
     @property
     def schema_sha256(self) -> str:
@@ -61,6 +62,10 @@ class ModelRequest:
             return ""
         canonical = json.dumps(self.schema, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def instructions_sha256(self) -> str:
+        return hashlib.sha256(self.instructions.encode()).hexdigest()
 
     @property
     def match_text(self) -> str:
@@ -80,6 +85,7 @@ def parse_responses_request(body: dict[str, Json], files: FileLookup) -> ModelRe
         schema_name=str(text_format.get("name", "output")),
         document_text="",
         prompt_chars=len(str(body.get("instructions") or "")),
+        instructions=str(body.get("instructions") or ""),
     )
     items = body.get("input")
     if isinstance(items, str):
@@ -116,6 +122,8 @@ def _read_messages(request: ModelRequest, messages: list[Json], files: FileLooku
             # The document is what the user sent; instructions and earlier answers are not.
             if message.get("role") == "user":
                 texts.append(text)
+            elif message.get("role") in ("system", "developer"):
+                request.instructions = "\n".join(t for t in (request.instructions, text) if t)
         if message.get("role") == "user" and first_user is None:
             first_user = content
     request.document_text = "\n".join(t for t in texts if t)

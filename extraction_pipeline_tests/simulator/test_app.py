@@ -291,5 +291,6 @@ def test_request_log_carries_the_document_text_and_schema_fingerprint(
     assert "Invoice number: INV-A" in entries[0]["document_text"]
     assert entries[0]["document_name"] == "a.pdf" and entries[0]["schema_name"] == "Invoice"
     assert entries[0]["schema_sha256"] == entries[1]["schema_sha256"] != ""
+    assert entries[0]["instructions_sha256"] == entries[1]["instructions_sha256"]  # none
     assert entries[0]["document"] != entries[1]["document"]
     assert "document_text" not in model_simulator.requests()["requests"][0]
