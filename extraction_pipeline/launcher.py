@@ -30,7 +30,7 @@ MANAGED_MARKER = "# managed by extraction-pipeline"
 # Not a secret: the simulator accepts any key, the SDK just insists on having one.
 SIMULATOR_API_KEY = "sk-simulator-no-real-key"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
-STOP_GRACE_SECONDS = 20.0
+STOP_MARGIN_SECONDS = 25.0
 
 
 class ProjectNotFound(RuntimeError):
@@ -215,7 +215,9 @@ def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
             while process.poll() is None and not stop.is_set():
                 stop.wait(0.5)
         finally:
-            code = _stop_process_group(process)
+            # Room for the runs' grace period, their last events and Dagster's own shutdown.
+            grace = environment.settings.extraction.stop_grace_seconds + STOP_MARGIN_SECONDS
+            code = _stop_process_group(process, grace)
     _say("extraction-pipeline dev: stopped")
     return 0 if stop.is_set() else code
 
@@ -228,26 +230,28 @@ def _install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _stop_process_group(process: subprocess.Popen[bytes]) -> int:
-    """SIGINT to `dagster dev` (it stops its webserver, daemon and code servers), then SIGKILL
-    to whatever of its process group is still there after the grace period."""
+def _stop_process_group(process: subprocess.Popen[bytes], grace_seconds: float = 20.0) -> int:
+    """SIGINT to the whole process group, as Ctrl-C in a terminal would do: `dagster dev` stops
+    its webserver, daemon and code servers, and each run worker lets the model calls it has in
+    flight finish and records them (EXTRACTION_STOP_GRACE_SECONDS), then fails its run as
+    interrupted, which run retries take up on the next start. Whatever is still there after
+    `grace_seconds` gets SIGTERM, then SIGKILL."""
     group = process.pid
     with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGINT)
-    try:
-        code = process.wait(timeout=STOP_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        code = -signal.SIGKILL
-    deadline = time.monotonic() + 5
-    while _group_alive(group) and time.monotonic() < deadline:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM if time.monotonic() < deadline - 3 else signal.SIGKILL)
+        os.killpg(group, signal.SIGINT)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and (process.poll() is None or _group_alive(group)):
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
+    code = process.poll()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _group_alive(group):
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+        time.sleep(2)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
-    return code
+    return -signal.SIGKILL if code is None else code
 
 
 def _group_alive(group: int) -> bool:

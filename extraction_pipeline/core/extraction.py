@@ -114,15 +114,20 @@ class ExtractionStream:
         self.fingerprint = schema_fingerprint(job.schema)
         self._outcomes: queue.Queue[ExtractionRecord | _Done] = queue.Queue()
         self._loop = asyncio.new_event_loop()
-        self._inbox: asyncio.Queue[tuple[str, PdfDocumentInfo | None] | _Done | _Stop] | None = None
+        self._inbox: asyncio.Queue[tuple[str, PdfDocumentInfo | None] | _Done] | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="extraction", daemon=True)
+        # Not a daemon thread: a process that exits without closing the stream (its caller was
+        # interrupted somewhere else) still waits for the calls in flight; see `_watch_caller`.
+        self._caller = threading.current_thread()
+        self._thread = threading.Thread(target=self._run, name="extraction", daemon=False)
         self._submitted: set[str] = set()
         self._pending = 0
         self._closed = False
         self._interrupted = False
         self._agent: ExtractionAgent[BaseModel] | None = None
+        self._server: asyncio.Task[None] | None = None
+        self._tasks: dict[asyncio.Task[None], str] = {}
 
     def __enter__(self) -> ExtractionStream:
         self._thread.start()
@@ -143,7 +148,7 @@ class ExtractionStream:
         if not self._interrupted:
             self._interrupted = self._closed = True
             with contextlib.suppress(RuntimeError):  # the loop has already finished
-                self._loop.call_soon_threadsafe(self._put, _STOP)
+                self._loop.call_soon_threadsafe(self._stop)
             self._thread.join(self.job.stop_grace_seconds + STOP_JOIN_MARGIN_SECONDS)
         return self.ready()
 
@@ -185,7 +190,7 @@ class ExtractionStream:
         self._pending -= 1
         return item
 
-    def _put(self, item: tuple[str, PdfDocumentInfo | None] | _Done | _Stop) -> None:
+    def _put(self, item: tuple[str, PdfDocumentInfo | None] | _Done) -> None:
         assert self._inbox is not None
         self._inbox.put_nowait(item)
 
@@ -202,24 +207,39 @@ class ExtractionStream:
 
     async def _serve(self) -> None:
         self._inbox = asyncio.Queue()
+        self._server = asyncio.current_task()
         self._started.set()
         async with ExtractionAgent(self.job.schema, self.job.config) as agent:
             self._agent = agent
-            tasks: dict[asyncio.Task[None], str] = {}
-            while not isinstance(item := await self._inbox.get(), _Done | _Stop):
-                key, info = item
-                tasks[asyncio.create_task(self._one(agent, key, info))] = key
-            if isinstance(item, _Stop):
-                await self._drain(agent, tasks)
-            else:
-                await asyncio.gather(*tasks)
+            watch = asyncio.create_task(self._watch_caller())
+            try:
+                while not isinstance(item := await self._inbox.get(), _Done):
+                    key, info = item
+                    self._tasks[asyncio.create_task(self._one(agent, key, info))] = key
+                if self._tasks:  # `wait`, not `gather`: a stop must not cancel them all
+                    await asyncio.wait(self._tasks)
+            except asyncio.CancelledError:  # `interrupt`, wherever the loop was
+                await self._drain(agent)
+            self._server = None  # from here on, a late `interrupt` has nothing to stop
+            watch.cancel()
 
-    async def _drain(
-        self, agent: ExtractionAgent[BaseModel], tasks: dict[asyncio.Task[None], str]
-    ) -> None:
+    async def _watch_caller(self) -> None:
+        """Stop as `interrupt` does when the caller's thread ends without closing the stream:
+        an interrupt that reached the caller outside its own code (e.g. inside Dagster, between
+        two events) ends the run without unwinding it, and the process then exits."""
+        while self._caller.is_alive():
+            await asyncio.sleep(CALLER_WATCH_SECONDS)
+        log.warning("the caller stopped without closing the extraction stream: stopping")
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._server is not None:
+            self._server.cancel()
+
+    async def _drain(self, agent: ExtractionAgent[BaseModel]) -> None:
         """Cancel what has not been sent; give what has been sent the grace period."""
         sent = []
-        for task, key in tasks.items():
+        for task, key in self._tasks.items():
             if key in agent.calls_in_flight:
                 sent.append(task)
             else:
@@ -227,9 +247,11 @@ class ExtractionStream:
         if sent:
             _, late = await asyncio.wait(sent, timeout=self.job.stop_grace_seconds)
             for task in late:
-                log.warning("document %s: no answer within the stop grace period", tasks[task])
+                log.warning(
+                    "document %s: no answer within the stop grace period", self._tasks[task]
+                )
                 task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _one(
         self, agent: ExtractionAgent[BaseModel], key: str, info: PdfDocumentInfo | None
@@ -285,12 +307,8 @@ class _Done:
     pass
 
 
-class _Stop:
-    pass
-
-
 _DONE = _Done()
-_STOP = _Stop()
+CALLER_WATCH_SECONDS = 0.25
 # How long `interrupt` waits beyond the grace period for the loop to wind down.
 STOP_JOIN_MARGIN_SECONDS = 5.0
 

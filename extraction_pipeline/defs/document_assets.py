@@ -9,7 +9,7 @@ separately (the op is subsettable): a backfill of `extraction` alone reads the s
 """
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -34,6 +34,8 @@ from extraction_pipeline.defs.resources import DocumentStoreResource, Extraction
 from extraction_pipeline.defs.table_refresh import refresh_from_change_feed
 
 MODEL_POOL = "openai"
+# Dagster's run tag: retry this run even though a step failed (dagster.yaml retries crashes only).
+RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 STEP_RETRIES = 2
 
 SOURCE_DESCRIPTION = """The original PDF of each document, stored content-addressed under the
@@ -149,17 +151,14 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
                     stream.close()
                     yield from _extraction_events(stream.remaining(), outcomes, failures)
             except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-                # A stop (Ctrl-C of `dev`, SIGTERM, run termination): the calls already sent are
-                # paid for, so they get a grace period and their outcomes are recorded; documents
-                # not sent are left for the retry of this run.
                 if stream is not None:
                     context.log.warning(
                         f"interrupted: {stream.calls_in_flight()} model calls in flight get up to "
                         f"{job.stop_grace_seconds:.0f} s to finish; unsent documents are left for "
-                        "the next attempt"
+                        "the retry of this run"
                     )
                     yield from _extraction_events(stream.interrupt(), outcomes, failures)
-                raise
+                raise _interrupted(context, keys, settled, outcomes, failures) from None
         if extracting:
             context.log.info(_summary(outcomes, len(settled.extraction)))
         if extracting or unreadable_seen:
@@ -183,6 +182,32 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
             )
 
     return document_assets
+
+
+def _interrupted(
+    context: dg.AssetExecutionContext,
+    keys: Sequence[str],
+    settled: Settled,
+    outcomes: list[ExtractionRecord],
+    failures: dict[str, str],
+) -> dg.Failure:
+    """The failure of a step stopped mid-way (Ctrl-C of `dev`, SIGTERM, run termination).
+
+    Dagster would turn the interrupt into a step retry (the step has a RetryPolicy), which keeps
+    a stopping worker working. Instead the step fails without retries, and the run is tagged so
+    that run retries relaunch it (on the next start of the daemon after a stop); a run terminated
+    from the UI is canceled and not retried. The calls in flight were drained and recorded
+    before this, so the retry pays for nothing twice.
+    """
+    done = set(settled.extraction) | set(failures) | {o.document_key for o in outcomes}
+    left = [key for key in keys if key not in done]
+    context.instance.add_run_tags(context.run.run_id, {RETRY_ON_STEP_FAILURE_TAG: "true"})
+    return dg.Failure(
+        description=f"interrupted: {len(left)} of {len(keys)} documents not extracted yet, "
+        "left for the retry of this run",
+        metadata={"interrupted_documents": dg.MetadataValue.json(left)},
+        allow_retries=False,
+    )
 
 
 def _extraction_events(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -396,3 +397,32 @@ def test_an_interrupted_stream_gives_up_on_calls_that_outlive_the_grace_period(
         assert stream.interrupt() == []
         assert time.monotonic() - started < 3
     assert job.records.load(key) is None
+
+
+def test_a_stream_whose_caller_ends_without_closing_it_drains_like_an_interrupt(
+    job: ExtractionJob, registry: DocumentRegistry, model_simulator: SimulatorControl
+) -> None:
+    """As when an interrupt ends a run worker outside the step's own code: the process exits,
+    and the calls in flight must still be stored, the rest never sent."""
+    model_simulator.configure(latency_seconds=1.5)
+    job = replace(job, config=replace(job.config, max_concurrency=2))
+    keys = [register_invoice(registry, index)[0] for index in range(1, 7)]
+    streams: list[ExtractionStream] = []
+
+    def caller() -> None:
+        stream = ExtractionStream(job).__enter__()  # never closed, as after such an interrupt
+        streams.append(stream)
+        for key in keys:
+            stream.submit(key)
+        deadline = time.monotonic() + 10
+        while stream.calls_in_flight() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    thread.join()
+    streams[0]._thread.join(timeout=job.stop_grace_seconds + 5)
+    assert not streams[0]._thread.is_alive()
+    stored = [key for key in keys if job.records.load(key) is not None]
+    assert len(stored) == 2
+    assert model_simulator.requests()["count"] == 2

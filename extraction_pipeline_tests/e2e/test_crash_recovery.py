@@ -1,0 +1,135 @@
+"""Crash recovery with the shipped dagster.yaml (run retries, run monitoring and the `openai` pool
+all on): after each crash every document ends extracted, once, with nothing stored asked again."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from extraction_pipeline.simulator import SimulatorControl
+from extraction_pipeline_tests.e2e.deployment import (
+    CLI,
+    Deployment,
+    assert_recovered,
+    run_worker,
+    table_rows,
+    wait_for_run,
+    wait_until_settled,
+)
+from extraction_pipeline_tests.e2e.processes import PROJECT_ROOT, free_port, stop, wait_for
+
+DOCUMENTS = 24
+
+
+def test_a_killed_run_worker_mid_range_is_retried_and_its_pool_slot_given_back(
+    tmp_path: Path, pg_url: str, instance: dg.DagsterInstance, model_simulator: SimulatorControl
+) -> None:
+    model_simulator.configure(latency_seconds=1.0)
+    deployment = Deployment(tmp_path, pg_url, model_simulator)
+    deployment.start_daemon()
+    try:
+        deployment.drop_invoices(DOCUMENTS)
+        run = wait_for_run(instance, model_simulator, done=6)
+        run_worker(instance, run.run_id).send_signal(signal.SIGKILL)
+        crashed_at = time.time()
+        kept = deployment.extracted_numbers()
+        assert 0 < len(kept) < DOCUMENTS
+        wait_until_settled(instance, deployment, DOCUMENTS)
+    finally:
+        deployment.stop_daemon()
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert_recovered(instance, deployment, DOCUMENTS, kept, crashed_at)
+
+
+def test_a_killed_daemon_and_its_orphaned_run_recover_when_the_daemon_starts_again(
+    tmp_path: Path, pg_url: str, instance: dg.DagsterInstance, model_simulator: SimulatorControl
+) -> None:
+    """SIGKILL of the daemon takes nothing down with it but itself; the run worker is then killed
+    too (as a machine crash would), and the next daemon finds the run dead and retries it."""
+    model_simulator.configure(latency_seconds=1.0)
+    deployment = Deployment(tmp_path, pg_url, model_simulator)
+    deployment.start_daemon()
+    try:
+        deployment.drop_invoices(DOCUMENTS)
+        run = wait_for_run(instance, model_simulator, done=6)
+        worker = run_worker(instance, run.run_id)
+        assert deployment.daemon is not None
+        deployment.daemon.send_signal(signal.SIGKILL)
+        deployment.daemon.wait()
+        worker.send_signal(signal.SIGKILL)
+        crashed_at = time.time()
+        kept = deployment.extracted_numbers()
+        deployment.stop_daemon()  # whatever of its process group is left: its code server
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+        deployment.start_daemon()
+        wait_for(
+            lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE,
+            timeout=60,
+            what="run monitoring to find the dead worker",
+        )
+        wait_until_settled(instance, deployment, DOCUMENTS)
+    finally:
+        deployment.stop_daemon()
+    assert_recovered(instance, deployment, DOCUMENTS, kept, crashed_at)
+
+
+def test_ctrl_c_of_dev_mid_run_keeps_the_answers_in_flight_and_the_next_start_finishes(
+    tmp_path: Path, model_simulator: SimulatorControl
+) -> None:
+    """Ctrl-C lets the calls in flight finish and stores them; started again, `dev` retries the
+    interrupted run: every document extracted, each paid for exactly once."""
+    model_simulator.configure(latency_seconds=2.0)
+    deployment = Deployment(tmp_path, "", model_simulator)
+    port = free_port()
+    deployment.start_dev(port)
+    try:
+        deployment.drop_invoices(DOCUMENTS)
+        wait_for(
+            lambda: (
+                sum(deployment.answered_documents().values()) >= 6
+                and model_simulator.requests()["in_flight"] > 0
+            ),
+            timeout=240,
+            what="a run with answers and calls in flight",
+        )
+        assert deployment.daemon is not None
+        code = stop(deployment.daemon, signal.SIGINT, timeout=90)
+        assert code == 0
+        assert model_simulator.requests()["in_flight"] == 0
+        paid = deployment.answered_documents()
+        assert set(paid) == deployment.extracted_numbers()  # every answer paid for is stored
+        assert len(paid) < DOCUMENTS
+        deployment.start_dev(port)
+        wait_for(
+            lambda: len(table_rows(deployment.data_dir, "invoices")) == DOCUMENTS,
+            timeout=240,
+            what="every invoice in the table after the restart",
+        )
+        history = cli_json(deployment, "history", "invoice-001.pdf")
+    finally:
+        deployment.stop_daemon()
+    answered = deployment.answered_documents()
+    assert sorted(answered) == sorted(deployment.invoice_numbers.values())
+    assert set(answered.values()) == {1}, "a document was paid for twice"
+    rows = table_rows(deployment.data_dir, "documents")
+    assert len(rows) == DOCUMENTS and {row["status"] for row in rows} == {"extracted"}
+    runs = {a["run_id"] for a in history["attempts"] if a["asset"] == "extraction"}
+    assert len(runs) >= 2, history  # the interrupted attempt and the one that finished it
+    assert history["attempts"][-1]["outcome"] == "extracted"
+
+
+def cli_json(deployment: Deployment, *args: str) -> dict:
+    result = subprocess.run(
+        [CLI, *args, "--json"],
+        env={**os.environ, **deployment.env, "EXTRACTION_PG_URL": ""},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(result.stdout)
