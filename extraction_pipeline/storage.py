@@ -7,12 +7,18 @@ events per document. dagster.yaml names this class; set `class: PostgresEventLog
 (module `dagster_postgres`) there to get the stock behaviour back.
 """
 
-from collections.abc import Mapping
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy.exc
+from dagster import EventLogEntry
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import (
+    DagsterPostgresException,
     create_pg_engine,
     get_token_provider_from_config,
     pg_url_from_config,
@@ -23,6 +29,10 @@ POOL_SIZE = 2
 # connection a server or proxy has silently dropped. (No pre-ping: it would cost a round trip
 # per event, which is what the pool is here to save.)
 POOL_RECYCLE_SECONDS = 300
+# How long an event write waits for the database to come back (a restart, a failover).
+RECONNECT_SECONDS = 120.0
+
+log = logging.getLogger(__name__)
 
 
 class PooledPostgresEventLogStorage(PostgresEventLogStorage):
@@ -42,7 +52,16 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
             pool_size=POOL_SIZE,
             max_overflow=4,
             pool_recycle=POOL_RECYCLE_SECONDS,
+            # A pooled connection outlives a database restart: test it on checkout, so the first
+            # event after a restart does not fail its step (the stock storage connects anew).
+            pool_pre_ping=True,
         )
+
+    def store_event(self, event: EventLogEntry) -> None:
+        _while_database_returns(functools.partial(super().store_event, event))
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        _while_database_returns(functools.partial(super().store_event_batch, events))
 
     @classmethod
     def from_config_value(
@@ -54,3 +73,23 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
             token_provider=get_token_provider_from_config(config_value),
         )
+
+
+def _while_database_returns(write: Callable[[], None]) -> None:
+    """Write; if the server cannot be reached (restarting, failing over), try again for up to
+    RECONNECT_SECONDS instead of failing the step that wrote the event. dagster-postgres' own
+    connection retries give up after a few seconds."""
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            write()
+            return
+        except (sqlalchemy.exc.OperationalError, DagsterPostgresException) as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning(
+                "event log write failed (%s); retrying in %.1f s", type(error).__name__, delay
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)

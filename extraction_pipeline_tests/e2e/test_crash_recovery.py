@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from extraction_pipeline.simulator import SimulatorControl
+from extraction_pipeline_tests.conftest import storage_overrides
 from extraction_pipeline_tests.e2e.deployment import (
     CLI,
     Deployment,
@@ -21,8 +23,10 @@ from extraction_pipeline_tests.e2e.deployment import (
     wait_until_settled,
 )
 from extraction_pipeline_tests.e2e.processes import PROJECT_ROOT, free_port, stop, wait_for
+from extraction_pipeline_tests.e2e.restartable_postgres import restartable_postgres
 
 DOCUMENTS = 24
+FAILURE = dg.DagsterRunStatus.FAILURE
 
 
 def test_a_killed_run_worker_mid_range_is_retried_and_its_pool_slot_given_back(
@@ -34,9 +38,8 @@ def test_a_killed_run_worker_mid_range_is_retried_and_its_pool_slot_given_back(
     try:
         deployment.drop_invoices(DOCUMENTS)
         run = wait_for_run(instance, model_simulator, done=6)
+        kept, crashed_at = deployment.extracted_numbers(), time.time()
         run_worker(instance, run.run_id).send_signal(signal.SIGKILL)
-        crashed_at = time.time()
-        kept = deployment.extracted_numbers()
         assert 0 < len(kept) < DOCUMENTS
         wait_until_settled(instance, deployment, DOCUMENTS)
     finally:
@@ -57,13 +60,14 @@ def test_a_killed_daemon_and_its_orphaned_run_recover_when_the_daemon_starts_aga
         deployment.drop_invoices(DOCUMENTS)
         run = wait_for_run(instance, model_simulator, done=6)
         worker = run_worker(instance, run.run_id)
-        assert deployment.daemon is not None
-        deployment.daemon.send_signal(signal.SIGKILL)
-        deployment.daemon.wait()
-        worker.send_signal(signal.SIGKILL)
-        crashed_at = time.time()
-        kept = deployment.extracted_numbers()
-        deployment.stop_daemon()  # whatever of its process group is left: its code server
+        code_server = worker.parent()
+        assert deployment.daemon is not None and code_server is not None
+        kept, crashed_at = deployment.extracted_numbers(), time.time()
+        # As a crashed machine: daemon, code server and run worker die at once, and nobody is
+        # left to mark the run failed.
+        for process in (deployment.daemon, code_server, worker):
+            process.send_signal(signal.SIGKILL)
+        deployment.stop_daemon()
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
         deployment.start_daemon()
         wait_for(
@@ -133,3 +137,52 @@ def cli_json(deployment: Deployment, *args: str) -> dict:
         check=True,
     )
     return json.loads(result.stdout)
+
+
+def test_a_killed_code_server_loses_nothing(
+    tmp_path: Path, pg_url: str, instance: dg.DagsterInstance, model_simulator: SimulatorControl
+) -> None:
+    """The run worker outlives its code server; the daemon starts a new code server."""
+    model_simulator.configure(latency_seconds=1.0)
+    deployment = Deployment(tmp_path, pg_url, model_simulator)
+    deployment.start_daemon()
+    try:
+        deployment.drop_invoices(DOCUMENTS)
+        run = wait_for_run(instance, model_simulator, done=6)
+        worker = run_worker(instance, run.run_id)
+        code_server = worker.parent()
+        assert code_server is not None and "grpc" in " ".join(code_server.cmdline())
+        kept, crashed_at = deployment.extracted_numbers(), time.time()
+        code_server.send_signal(signal.SIGKILL)
+        wait_until_settled(instance, deployment, DOCUMENTS)
+        deployment.drop_invoices(DOCUMENTS + 2)  # and the inbox keeps working
+        wait_until_settled(instance, deployment, DOCUMENTS + 2)
+    finally:
+        deployment.stop_daemon()
+    assert_recovered(instance, deployment, DOCUMENTS + 2, kept, crashed_at, run_crashed=False)
+    assert set(deployment.answered_documents().values()) == {1}
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["embedded-socket", "external-tcp"])
+def test_postgres_restarted_mid_run_loses_nothing(
+    tmp_path: Path, model_simulator: SimulatorControl, tcp: bool
+) -> None:
+    model_simulator.configure(latency_seconds=1.0)
+    with (
+        restartable_postgres(tmp_path / "pgdata", tcp=tcp) as postgres,
+        dg.instance_for_test(overrides=storage_overrides(postgres.url)) as instance,
+    ):
+        deployment = Deployment(tmp_path, postgres.url, model_simulator)
+        deployment.start_daemon()
+        try:
+            deployment.drop_invoices(DOCUMENTS)
+            wait_for_run(instance, model_simulator, done=6)
+            kept, crashed_at = deployment.extracted_numbers(), time.time()
+            postgres.stop()
+            time.sleep(3)
+            postgres.start()
+            wait_until_settled(instance, deployment, DOCUMENTS)
+        finally:
+            deployment.stop_daemon()
+        crashed = bool(instance.get_runs(dg.RunsFilter(job_name="intake_job", statuses=[FAILURE])))
+        assert_recovered(instance, deployment, DOCUMENTS, kept, crashed_at, run_crashed=crashed)
