@@ -24,6 +24,7 @@ from extraction_pipeline.core.agent_config import AgentConfig
 from extraction_pipeline.core.agent_errors import ExtractionError
 from extraction_pipeline.core.agent_types import DocumentInput
 from extraction_pipeline.core.pdf import PdfDocumentInfo, PdfLimits, UnreadablePdf, read_pdf
+from extraction_pipeline.core.ratelimit import RateLimiter, SharedWindow
 from extraction_pipeline.core.records import (
     CachedExtraction,
     CallSummary,
@@ -209,9 +210,17 @@ class ExtractionStream:
         self._inbox = asyncio.Queue()
         self._server = asyncio.current_task()
         self._started.set()
-        async with ExtractionAgent(self.job.schema, self.job.config) as agent:
+        config = self.job.config
+        limiter = RateLimiter(
+            max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm
+        )
+        window = SharedWindow(self.job.records.store) if limiter.limits_rate else None
+        if window is not None:
+            window.load_into(limiter)
+        async with ExtractionAgent(self.job.schema, config, limiter=limiter) as agent:
             self._agent = agent
             watch = asyncio.create_task(self._watch_caller())
+            keep = asyncio.create_task(_keep_saving(window, limiter)) if window else None
             try:
                 while not isinstance(item := await self._inbox.get(), _Done):
                     key, info = item
@@ -222,6 +231,9 @@ class ExtractionStream:
                 await self._drain(agent)
             self._server = None  # from here on, a late `interrupt` has nothing to stop
             watch.cancel()
+            if keep is not None and window is not None:
+                keep.cancel()
+                window.save_from(limiter)
 
     async def _watch_caller(self) -> None:
         """Stop as `interrupt` does when the caller's thread ends without closing the stream:
@@ -303,12 +315,20 @@ class ExtractionStream:
         return _success(document, info.page_count, result, job, cache_hit=False)
 
 
+async def _keep_saving(window: SharedWindow, limiter: RateLimiter) -> None:
+    """Hand the rate window on as it fills, so a run that dies still leaves it behind."""
+    while True:
+        await asyncio.sleep(WINDOW_SAVE_SECONDS)
+        window.save_from(limiter)
+
+
 class _Done:
     pass
 
 
 _DONE = _Done()
 CALLER_WATCH_SECONDS = 0.25
+WINDOW_SAVE_SECONDS = 1.0
 # How long `interrupt` waits beyond the grace period for the loop to wind down.
 STOP_JOIN_MARGIN_SECONDS = 5.0
 

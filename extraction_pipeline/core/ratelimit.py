@@ -18,10 +18,13 @@ the event loop that first uses it (it holds asyncio primitives): share it within
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+
+from extraction_pipeline.core.store import ObjectStore
 
 WINDOW_SECONDS = 60.0
 
@@ -82,6 +85,22 @@ class RateLimiter:
             if self._slots is not None:
                 self._slots.release()
 
+    @property
+    def limits_rate(self) -> bool:
+        return self._rpm is not None or self._tpm is not None
+
+    def recent_spends(self) -> list[tuple[float, int]]:
+        """(age in seconds, tokens) of the permits started within the window."""
+        now = self._clock()
+        self._prune(now)
+        return [(now - spend.started_at, spend.tokens) for spend in self._window]
+
+    def carry_over(self, spends: Iterable[tuple[float, int]]) -> None:
+        """Count permits started elsewhere (another run), given as (age in seconds, tokens)."""
+        now = self._clock()
+        earlier = [_Spend(now - age, tokens) for age, tokens in spends if 0 <= age < WINDOW_SECONDS]
+        self._window = deque(sorted([*earlier, *self._window], key=lambda s: s.started_at))
+
     def window_usage(self) -> tuple[int, int]:
         """(requests, tokens) started within the current window."""
         self._prune(self._clock())
@@ -119,3 +138,33 @@ class RateLimiter:
                 excess -= spend.tokens
                 wait = max(wait, spend.started_at + WINDOW_SECONDS - now)
         return wait
+
+
+class SharedWindow:
+    """The RPM/TPM window handed from one extraction step to the next through an object store.
+
+    A limiter lives as long as one step; without this, every run would start with an empty
+    window and two runs in a row could together exceed the per-minute quota. Ages, not clock
+    readings, are stored, so the window survives a change of process.
+    """
+
+    NAME = "limits/model_window.json"
+
+    def __init__(self, store: ObjectStore, wall_clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._wall_clock = wall_clock
+
+    def load_into(self, limiter: RateLimiter) -> None:
+        try:
+            data = json.loads(self.store.get(self.NAME))
+            elapsed = self._wall_clock() - float(data["saved_at"])
+            spends = [(float(age) + elapsed, int(tokens)) for age, tokens in data["spends"]]
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError):
+            return  # a damaged file only means one window starts empty
+        limiter.carry_over(spends)
+
+    def save_from(self, limiter: RateLimiter) -> None:
+        payload = {"saved_at": self._wall_clock(), "spends": limiter.recent_spends()}
+        self.store.put(self.NAME, json.dumps(payload).encode())

@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from extraction_pipeline.core.ratelimit import RateLimiter
+from extraction_pipeline.core.ratelimit import RateLimiter, SharedWindow
+from extraction_pipeline.core.store import LocalObjectStore
 
 
 class FakeTime:
@@ -142,3 +143,44 @@ def test_waiting_time_is_reported_on_the_permit() -> None:
 
     asyncio.run(scenario())
     assert waits == [0.0, pytest.approx(60.0)]
+
+
+def test_the_window_handed_on_through_the_store_holds_the_rpm_across_runs(tmp_path) -> None:
+    """A second run, in another process with another clock, waits for the first run's requests
+    to leave the window instead of starting with an empty one."""
+    store = LocalObjectStore(tmp_path)
+    wall = [5_000.0]
+    window = SharedWindow(store, wall_clock=lambda: wall[0])
+    first, second = FakeTime(), FakeTime()
+    second.now = 7.0  # another process: its monotonic clock has nothing to do with the first's
+
+    async def first_run() -> None:
+        rl = limiter(first, rpm=3)
+        window.load_into(rl)  # nothing stored yet
+        for _ in range(3):
+            await take(rl, tokens=10)
+        window.save_from(rl)
+
+    async def second_run() -> None:
+        rl = limiter(second, rpm=3)
+        window.load_into(rl)
+        assert rl.window_usage() == (3, 30)
+        await take(rl)
+
+    asyncio.run(first_run())
+    wall[0] += 20.0  # the next run starts 20 s later
+    asyncio.run(second_run())
+    assert first.sleeps == []
+    assert second.sleeps == [pytest.approx(40.0)]
+
+
+def test_a_damaged_or_stale_window_starts_empty(tmp_path) -> None:
+    store = LocalObjectStore(tmp_path)
+    fake = FakeTime()
+    store.put(SharedWindow.NAME, b"{not json")
+    rl = limiter(fake, rpm=3)
+    SharedWindow(store).load_into(rl)
+    assert rl.window_usage() == (0, 0)
+    store.put(SharedWindow.NAME, b'{"saved_at": 0, "spends": [[1.0, 5]]}')  # long ago
+    SharedWindow(store).load_into(rl)
+    assert rl.window_usage() == (0, 0)
