@@ -199,3 +199,30 @@ def report_recovery(
     """Wait until settled, and say how long after the crash (README "Reliability" quotes it)."""
     wait_until_settled(instance, deployment, DOCUMENTS)
     print(f"recovery: {what}: every document settled {time.time() - crashed_at:.1f} s after it")
+
+
+def test_a_run_terminated_from_the_ui_keeps_its_answers_in_flight_and_is_not_retried(
+    tmp_path: Path, pg_url: str, instance: dg.DagsterInstance, model_simulator: SimulatorControl
+) -> None:
+    model_simulator.configure(latency_seconds=2.0)
+    deployment = Deployment(tmp_path, pg_url, model_simulator)
+    deployment.start_daemon()
+    try:
+        deployment.drop_invoices(DOCUMENTS)
+        run = wait_for_run(instance, model_simulator, done=6)
+        assert instance.run_launcher.terminate(run.run_id)  # what the UI's Terminate calls
+        wait_for(
+            lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED,
+            timeout=60,
+            what="the run to be canceled",
+        )
+        assert model_simulator.requests()["in_flight"] == 0
+        paid = deployment.answered_documents()
+        time.sleep(12)  # a run retry, were there one, would have been launched by now
+    finally:
+        deployment.stop_daemon()
+    assert set(paid) == deployment.extracted_numbers()  # every answer paid for is stored
+    assert len(paid) < DOCUMENTS and set(paid.values()) == {1}
+    assert [r.run_id for r in instance.get_runs(dg.RunsFilter(job_name="intake_job"))] == [
+        run.run_id
+    ]
