@@ -13,6 +13,8 @@ review or a dead letter (recorded), no run unfinished, documents.parquet one row
 - paid twice: documents the model answered usably (and billed) more than once
 - paid, not kept: documents answered usably whose result is not extracted (paid and lost)
 - stuck: documents not in a terminal state when the soak stops waiting
+- false dead letters: documents announced as dead letters (webhook, `dead_letters` events)
+  that ended extracted
 
     .venv/bin/python benchmarks/soak.py            # N=300, latency 1.0 s
     .venv/bin/python benchmarks/soak.py --quick    # N=20, short intervals
@@ -54,7 +56,8 @@ from extraction_pipeline.simulator.faults import describe_mix
 
 TERMINAL = ("extracted", "needs_review", "dead_letter")
 EXTRACTED = ("extracted", "needs_review")
-INVARIANTS = ("lost", "duplicated", "paid_twice", "paid_not_kept", "stuck")
+INVARIANTS = ("lost", "duplicated", "paid_twice", "paid_not_kept", "stuck", "false_dead_letters")
+DEAD_LETTERS = dg.AssetKey("dead_letters")
 # Crash injection (hook for later): name -> what to do to the running pipeline, called once
 # `--crash-after` seconds into the soak.
 CRASHES: dict[str, Callable[[RunningPipeline], None]] = {}
@@ -68,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="seed of the fault draws")
     parser.add_argument("--client-timeout", type=float, default=None, help="default 10 (3 quick)")
     parser.add_argument("--max-concurrency", type=int, default=PRODUCT.extraction.max_concurrency)
+    parser.add_argument(
+        "--agent-retries",
+        type=int,
+        default=PRODUCT.extraction.max_retries,
+        help="EXTRACTION_MAX_RETRIES; 0 sends every fault to step retries and the schedule",
+    )
     parser.add_argument("--retry-cron", default="* * * * *")
     parser.add_argument("--pg-url", default=None)
     parser.add_argument("--sensor-interval", type=int, default=None)
@@ -147,7 +156,21 @@ class Soak:
                 key for key, n in paid.items() if n and state_of.get(key) not in EXTRACTED
             ),
             "stuck": sorted(key for key, state in state_of.items() if state not in TERMINAL),
+            "false_dead_letters": sorted(
+                key for key in self.announced_dead_letters() if state_of.get(key) in EXTRACTED
+            ),
         }
+
+    def announced_dead_letters(self) -> set[str]:
+        """Every document a `dead_letters` event announced (and the webhook was told of)."""
+        records = self.pipeline.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=DEAD_LETTERS), limit=10_000
+        ).records
+        announced: set[str] = set()
+        for record in records:
+            new = record.asset_materialization.metadata.get("new_dead_letters")
+            announced.update(new.value if new is not None else [])  # type: ignore[arg-type]
+        return announced
 
 
 def runs_by_job(instance: dg.DagsterInstance) -> dict[str, int]:
@@ -171,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Read by the daemon and everything it starts (the pipeline's environment extends ours).
     os.environ.update(
-        EXTRACTION_TIMEOUT=str(args.client_timeout), EXTRACTION_RETRY_CRON=args.retry_cron
+        EXTRACTION_TIMEOUT=str(args.client_timeout),
+        EXTRACTION_RETRY_CRON=args.retry_cron,
+        EXTRACTION_MAX_RETRIES=str(args.agent_retries),
     )
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(scratch_dir(args.keep))
@@ -187,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"model: latency {args.latency}s, fault mix standard ({describe_mix('standard')}), "
             f"seed {args.seed}; client timeout {args.client_timeout}s, "
-            f"retry schedule '{args.retry_cron}'"
+            f"agent retries {args.agent_retries}, retry schedule '{args.retry_cron}'"
         )
         pipeline = RunningPipeline(workdir / "pipeline", pg_url, simulator.base_url, knobs, stack)
         startup = pipeline.wait_ready()
@@ -255,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency_s": args.latency,
             "seed": args.seed,
             "client_timeout_s": args.client_timeout,
+            "agent_retries": args.agent_retries,
             "retry_cron": args.retry_cron,
             "crash": args.crash,
             "quick": args.quick,

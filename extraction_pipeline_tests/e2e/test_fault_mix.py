@@ -124,6 +124,13 @@ def test_every_document_settles_once_and_is_paid_once_under_the_fault_mix(
         paid = ledger[name_of[key]]["usable"]
         assert paid == (0 if state == "dead_letter" else 1), (name_of[key], state, paid)
     assert state_of[_key(name_of, "refused.pdf")] == "dead_letter"
+    # Every document ever announced as a dead letter (webhook) is one.
+    announced = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("dead_letters")), limit=1000
+    ).records
+    for record in announced:
+        for key in record.asset_materialization.metadata["new_dead_letters"].value:  # type: ignore[union-attr]
+            assert state_of[key] == "dead_letter", (name_of[key], state_of[key])
 
     retried_by_schedule = 0
     for key in keys:
