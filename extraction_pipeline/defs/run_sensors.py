@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from extraction_pipeline.audit.facts import extraction_attempts, run_document_keys
+from extraction_pipeline.audit.facts import busy_documents, extraction_attempts, run_document_keys
 from extraction_pipeline.core.dead_letters import (
     DeadLetterStore,
     DocumentFailure,
@@ -108,6 +108,12 @@ def settle_run(
     else:
         keys = run_document_keys(run, instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
     failed = [k for k in keys if k not in extracted and (k in failures or run_error is not None)]
+    if failed:
+        # A document another run has taken up since (the retry schedule, a backfill) is that
+        # run's to judge: announcing it dead now would be false once that run extracts it.
+        busy = busy_documents(instance, instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
+        keys = [k for k in keys if k in extracted or k not in busy]
+        failed = [k for k in failed if k not in busy]
     verdict = judge_run(
         run_id=run.run_id,
         document_keys=keys,

@@ -180,3 +180,38 @@ def test_a_dead_letter_extracted_later_is_cleared_the_same_way(
     latest = instance.get_latest_materialization_event(DEAD_LETTERS)
     assert latest is not None and latest.asset_materialization is not None
     assert latest.asset_materialization.metadata["cleared"].value == [letter.document_key]
+
+
+def test_a_failed_document_another_run_has_taken_up_is_not_announced_dead(
+    instance: dg.DagsterInstance, pipeline_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    """The soak found it: a document failed its last allowed run while the retry schedule had
+    already queued another; the dead letter went out, then that run extracted it."""
+    settings = replace(
+        pipeline_settings,
+        operations=replace(pipeline_settings.operations, max_attempts=1),
+    )
+    defs = definitions_for(settings)
+    drop(settings.inbox, "refused.pdf", FILES["refused.pdf"], age_seconds=5)
+    with dg.build_sensor_context(
+        instance=instance,
+        definitions=defs,
+        resources={"document_store": defs.resources["document_store"]},
+    ) as context:
+        tick = defs.resolve_sensor_def("inbox_sensor")(context)
+    assert isinstance(tick, dg.SensorResult)
+    (request,) = tick.run_requests or []
+    key = request.partition_key
+    assert key is not None
+    instance.add_dynamic_partitions("documents", [key])
+    # A retry of the document, created (not started yet) before the failed run is judged.
+    retry = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("extraction_job"), tags={"dagster/partition": key}
+    )
+    run_like_the_daemon(instance, defs, request.job_name, key, request.tags)
+    letters = DeadLetterStore(LocalObjectStore(settings.data_dir))
+    assert letters.all() == []
+    # Once nothing else has the document, the next failed run is judged as usual.
+    instance.report_run_canceled(retry)
+    run_like_the_daemon(instance, defs, request.job_name, key, request.tags)
+    assert [letter.document_key for letter in letters.all()] == [key]
