@@ -7,6 +7,7 @@ socket) and an external one reached over TCP on loopback (the same binaries, lis
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,4 +56,9 @@ def restartable_postgres(pgdata: Path, tcp: bool) -> Iterator[RestartablePostgre
             handle.start()
             handle.url = f"postgresql+psycopg2://postgres@127.0.0.1:{handle.tcp_port}/postgres"
         handle.url = ensure_database(handle.url, "dagster")
-        yield handle
+        try:
+            yield handle
+        finally:
+            # The library stops only the server it started; after a restart that is gone.
+            with contextlib.suppress(subprocess.CalledProcessError):
+                handle.stop()

@@ -62,6 +62,7 @@ def test_a_killed_daemon_and_its_orphaned_run_recover_when_the_daemon_starts_aga
         worker = run_worker(instance, run.run_id)
         code_server = worker.parent()
         assert deployment.daemon is not None and code_server is not None
+        assert "grpc" in " ".join(code_server.cmdline())
         kept, crashed_at = deployment.extracted_numbers(), time.time()
         # As a crashed machine: daemon, code server and run worker die at once, and nobody is
         # left to mark the run failed.
