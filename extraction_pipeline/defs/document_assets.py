@@ -9,7 +9,7 @@ separately (the op is subsettable): a backfill of `extraction` alone reads the s
 """
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -109,9 +109,8 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
         settled = _settled_in_run(context) if context.retry_number else Settled()
         failures = {k: v for k, v in {**settled.source, **settled.extraction}.items() if v}
         outcomes: list[ExtractionRecord] = []
-        registry = document_store.registry()
         job = ExtractionJob(
-            registry=registry,
+            registry=document_store.registry(),
             records=document_store.records(),
             schema=extraction_agent.schema(),
             config=extraction_agent.agent_config(),
@@ -121,35 +120,13 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
             stop_grace_seconds=extraction_agent.stop_grace_seconds,
         )
         extracting = EXTRACTION_KEY in selected
-        unreadable_seen = False
         # Each document is handed to the model as soon as its source is read, and each outcome
         # is recorded as soon as it is stored: reading, calls and event writes overlap.
         with ExtractionStream(job) if extracting else contextlib.nullcontext() as stream:
             try:
-                for key in keys:
-                    info = None
-                    if SOURCE_KEY in selected and key not in settled.source:
-                        source = read_source(registry, key, job.pdf_limits, job.run_id)
-                        if isinstance(source, ExtractionRecord):
-                            # Stored before its event: the change feed finds the outcome it names.
-                            job.records.save(source)
-                            failures[key] = source.error_message or "unreadable"
-                            unreadable_seen = True
-                            context.log.error(f"{key}: {failures[key]}")
-                            yield dg.AssetObservation(
-                                asset_key=SOURCE_KEY,
-                                partition=key,
-                                metadata=outcome_metadata(source),
-                            )
-                        else:
-                            info = source.info
-                            yield _source_materialization(registry, source)
-                    if stream is not None and key not in settled.extraction and key not in failures:
-                        stream.submit(key, info)
-                        yield from _extraction_events(stream.ready(), outcomes, failures)
-                if stream is not None:
-                    stream.close()
-                    yield from _extraction_events(stream.remaining(), outcomes, failures)
+                unreadable_seen = yield from _document_events(
+                    context, job, settled, stream, outcomes, failures
+                )
             except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
                 if stream is not None:
                     context.log.warning(
@@ -182,6 +159,42 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
             )
 
     return document_assets
+
+
+def _document_events(
+    context: dg.AssetExecutionContext,
+    job: ExtractionJob,
+    settled: Settled,
+    stream: ExtractionStream | None,
+    outcomes: list[ExtractionRecord],
+    failures: dict[str, str],
+) -> Generator[dg.AssetMaterialization | dg.AssetObservation, None, bool]:
+    """Each document's source event, then (when extracting) its extraction event as its
+    outcome arrives. Returns whether any document was unreadable."""
+    unreadable_seen = False
+    for key in context.partition_keys:
+        info = None
+        if SOURCE_KEY in context.selected_asset_keys and key not in settled.source:
+            source = read_source(job.registry, key, job.pdf_limits, job.run_id)
+            if isinstance(source, ExtractionRecord):
+                # Stored before its event: the change feed finds the outcome it names.
+                job.records.save(source)
+                failures[key] = source.error_message or "unreadable"
+                unreadable_seen = True
+                context.log.error(f"{key}: {failures[key]}")
+                yield dg.AssetObservation(
+                    asset_key=SOURCE_KEY, partition=key, metadata=outcome_metadata(source)
+                )
+            else:
+                info = source.info
+                yield _source_materialization(job.registry, source)
+        if stream is not None and key not in settled.extraction and key not in failures:
+            stream.submit(key, info)
+            yield from _extraction_events(stream.ready(), outcomes, failures)
+    if stream is not None:
+        stream.close()
+        yield from _extraction_events(stream.remaining(), outcomes, failures)
+    return unreadable_seen
 
 
 def _interrupted(
