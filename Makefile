@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: dev demo test check lint chromium
+.PHONY: dev demo test check lint chromium screenshots
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ test: lint chromium
 	else echo "no server on 127.0.0.1:5432: Postgres tests ran on the embedded server only"; fi
 
 check: test
+
+## Refresh the UI pictures in docs/ that README shows (the browser tests, writing into docs/).
+screenshots: $(INSTALLED) chromium
+	EXTRACTION_SCREENSHOTS_DIR=$(CURDIR)/docs EXTRACTION_REQUIRE_BROWSER=1 $(BIN)/pytest extraction_pipeline_tests/browser

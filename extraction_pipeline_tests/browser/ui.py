@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from extraction_pipeline.core.documents import document_key
 from extraction_pipeline.simulator import SimulatorControl
-from extraction_pipeline_tests.e2e.processes import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -181,15 +181,17 @@ def open_page(page: Page, url: str) -> None:
 
 
 def screenshot(page: Page, name: str) -> Path:
-    """Save the page as docs/<name>.png (or under EXTRACTION_SCREENSHOTS_DIR), replacing the
-    previous run's, without the "Join the Dagster community" dialog."""
+    """Save the page as <name>.png under EXTRACTION_SCREENSHOTS_DIR (`make screenshots` sets it
+    to docs/, whose pictures README shows) or else a temporary folder, so a test run leaves the
+    tree as it found it; without the "Join the Dagster community" dialog."""
     from playwright.sync_api import expect
 
     skip = page.get_by_role("button", name="Skip")
     if skip.count():
         skip.first.click()
         expect(skip).to_have_count(0)
-    folder = Path(os.environ.get("EXTRACTION_SCREENSHOTS_DIR") or PROJECT_ROOT / "docs")
+    configured = os.environ.get("EXTRACTION_SCREENSHOTS_DIR")
+    folder = Path(configured) if configured else Path(tempfile.gettempdir()) / "pipeline-screens"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     page.screenshot(path=str(path))
