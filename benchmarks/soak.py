@@ -18,6 +18,8 @@ review or a dead letter (recorded), no run unfinished, documents.parquet one row
 
     .venv/bin/python benchmarks/soak.py            # N=300, latency 1.0 s
     .venv/bin/python benchmarks/soak.py --quick    # N=20, short intervals
+    .venv/bin/python benchmarks/soak.py --crash run-worker    # and SIGKILL a run worker once
+    .venv/bin/python benchmarks/soak.py --crash code-server   # or the code server
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
+import psutil
 from common import (
     describe_server,
     drop_files,
@@ -58,9 +61,45 @@ TERMINAL = ("extracted", "needs_review", "dead_letter")
 EXTRACTED = ("extracted", "needs_review")
 INVARIANTS = ("lost", "duplicated", "paid_twice", "paid_not_kept", "stuck", "false_dead_letters")
 DEAD_LETTERS = dg.AssetKey("dead_letters")
-# Crash injection (hook for later): name -> what to do to the running pipeline, called once
-# `--crash-after` seconds into the soak.
-CRASHES: dict[str, Callable[[RunningPipeline], None]] = {}
+
+
+def _extracting_worker(pipeline: RunningPipeline) -> psutil.Process | None:
+    """The process of a started intake run, as its RUN_START event records it."""
+    instance = pipeline.instance
+    started = dg.RunsFilter(job_name="intake_job", statuses=[dg.DagsterRunStatus.STARTED])
+    for run in instance.get_runs(started, limit=1):
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_START):
+            if entry.dagster_event is not None and entry.dagster_event.pid is not None:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    return psutil.Process(entry.dagster_event.pid)
+    return None
+
+
+def _kill_run_worker(pipeline: RunningPipeline) -> bool:
+    worker = _extracting_worker(pipeline)
+    if worker is None:
+        return False
+    print(f"  crash: SIGKILL of run worker {worker.pid}")
+    worker.kill()
+    return True
+
+
+def _kill_code_server(pipeline: RunningPipeline) -> bool:
+    worker = _extracting_worker(pipeline)
+    server = worker.parent() if worker is not None else None
+    if server is None or "grpc" not in " ".join(server.cmdline()):
+        return False
+    print(f"  crash: SIGKILL of code server {server.pid} (its run worker {worker.pid} goes on)")
+    server.kill()
+    return True
+
+
+# Crash injection: name -> what to do to the running pipeline, once `--crash-after` seconds into
+# the soak and a run is extracting; returns False while there is nothing to crash yet.
+CRASHES: dict[str, Callable[[RunningPipeline], bool]] = {
+    "run-worker": _kill_run_worker,
+    "code-server": _kill_code_server,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,7 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=None)
     parser.add_argument("--tables-interval", type=int, default=None)
     parser.add_argument("--wait", type=float, default=None, help="seconds to wait for settling")
-    parser.add_argument("--crash", choices=sorted(CRASHES), default=None, help="(none yet)")
+    parser.add_argument(
+        "--crash", choices=sorted(CRASHES), default=None, help="kill it once, mid-soak"
+    )
     parser.add_argument("--crash-after", type=float, default=30.0)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
@@ -228,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"dagster-daemon exited; see {pipeline.workdir / 'daemon.log'}")
                 break
             if crash is not None and time.monotonic() - dropped >= args.crash_after:
-                crash(pipeline)
-                crash = None
+                crash = None if crash(pipeline) else crash
             time.sleep(2.0)
             report = soak.report()
             progress = soak.progress(report)
