@@ -29,15 +29,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     history.add_argument("document", help="partition key, SHA-256 (or 8+ hex) or file name")
     history.add_argument("--json", action="store_true", help="machine-readable output")
+    history.add_argument("--verbose", action="store_true", help="library warnings on the terminal")
 
     status = commands.add_parser("status", help="documents by state, with the cost so far")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--verbose", action="store_true", help="library warnings on the terminal")
 
     ingest = commands.add_parser(
         "ingest", help="register and extract the PDFs under PATH now (a scripted backfill)"
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="PDF files or folders")
     ingest.add_argument("--json", action="store_true", help="machine-readable summary")
+    ingest.add_argument(
+        "--verbose", action="store_true", help="Dagster's event lines and library warnings too"
+    )
 
     commands.add_parser(
         "simulate-model",
@@ -60,11 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("history", "status", "ingest"):
         from extraction_pipeline import cli_operations
 
-        if args.command == "history":
-            return cli_operations.history(args.document, args.json)
-        if args.command == "status":
-            return cli_operations.status(args.json)
-        return cli_operations.ingest(args.paths, args.json)
+        with cli_operations.library_noise_to_log(args.verbose):
+            if args.command == "history":
+                return cli_operations.history(args.document, args.json)
+            if args.command == "status":
+                return cli_operations.status(args.json)
+            return cli_operations.ingest(args.paths, args.json, args.verbose)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
 
 from extraction_pipeline.core.lifecycle import RetryPolicy
 from extraction_pipeline.core.registry import DocumentRegistry
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.launcher import local_instance, model_simulator_if_no_key
+from extraction_pipeline.launcher import (
+    local_instance,
+    model_simulator_if_no_key,
+    resolve_environment,
+)
+
+CLI_LOG = "logs/cli.log"  # under DAGSTER_HOME
+
+
+@contextlib.contextmanager
+def library_noise_to_log(verbose: bool) -> Iterator[None]:
+    """Library warnings (Dagster's deprecation and preview notes, ...) go to DAGSTER_HOME/logs/
+    cli.log instead of the terminal, so a command prints its own output only; `--verbose`
+    leaves them on the terminal."""
+    if verbose:
+        yield
+        return
+    path = resolve_environment().dagster_home / CLI_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    captured = logging.getLogger("py.warnings")
+    captured.addHandler(handler)
+    captured.propagate = False
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        captured.removeHandler(handler)
+        handler.close()
 
 
 def history(document: str, as_json: bool) -> int:
@@ -81,7 +114,7 @@ def status(as_json: bool) -> int:
     return 0
 
 
-def ingest(paths: list[str], as_json: bool) -> int:
+def ingest(paths: list[str], as_json: bool, verbose: bool = False) -> int:
     from extraction_pipeline.ingest import find_pdfs, format_summary
     from extraction_pipeline.ingest import ingest as run_ingest
 
@@ -97,6 +130,6 @@ def ingest(paths: list[str], as_json: bool) -> int:
             print("OPENAI_API_KEY is not set: extracting with the MODEL SIMULATOR", file=sys.stderr)
         os.environ.update({k: env[k] for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY") if k in env})
         with local_instance(env) as (instance, environment):
-            summary = run_ingest(instance, environment, files)
+            summary = run_ingest(instance, environment, files, verbose=verbose)
     print(json.dumps(summary.to_json(), indent=2) if as_json else format_summary(summary))
     return 1 if summary.failed or missing else 0

@@ -33,6 +33,9 @@ from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline.launcher import Environment
 
 log = logging.getLogger(__name__)
+# The runs' console logger (Dagster's default) set to CRITICAL: the CLI prints its own progress
+# and summary; every event still goes to the event log.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 TABLE_KEYS = [
     dg.AssetKey(name) for name in ("documents", "invoices", "invoice_line_items", "review_queue")
@@ -79,8 +82,13 @@ def ingest(
     files: Sequence[Path],
     progress: TextIO = sys.stderr,
     batch_size: int | None = None,
+    verbose: bool = False,
 ) -> IngestSummary:
+    """Register `files` and extract them now, in runs in this process. Dagster's own event
+    lines stay off the console unless `verbose` (they are in the event log either way: see
+    `history`)."""
     started = time.monotonic()
+    run_config = None if verbose else QUIET_RUN_CONFIG
     settings = environment.settings
     store = LocalObjectStore(settings.data_dir)
     registry = DocumentRegistry(store)
@@ -118,6 +126,7 @@ def ingest(
             partition_key=batch[0] if len(batch) == 1 else None,
             tags=tags,
             raise_on_error=False,
+            run_config=run_config,
         )
         summary.run_ids.append(result.run_id)
         _settle(instance, result, store, registry, settings)
@@ -128,7 +137,9 @@ def ingest(
     for key in dict.fromkeys(readable):
         _count(summary, key, records.load(key), set(summary.run_ids))
     tables = defs.resolve_implicit_global_asset_job_def()
-    tables.execute_in_process(instance=instance, asset_selection=TABLE_KEYS, raise_on_error=False)
+    tables.execute_in_process(
+        instance=instance, asset_selection=TABLE_KEYS, raise_on_error=False, run_config=run_config
+    )
     bar.close()
     summary.wall_seconds = round(time.monotonic() - started, 2)
     return summary

@@ -58,11 +58,15 @@ def test_ingest_a_folder_of_good_and_bad_pdfs_then_ask_status_and_history(
     reasons = " ".join(summary["failed"].values())
     assert "CorruptPdf" in reasons and "refused" in reasons
     assert "documents" in ingest.stderr  # the progress bar
+    # Its own output only: no Dagster event lines, no library warnings (those go to a log file).
+    noise = [line for line in ingest.stderr.splitlines() if "documents" not in line and line]
+    assert noise == [], noise[:5]
     invoices = tmp_path / "data" / "tables" / "invoices.parquet"
     assert invoices.exists()
 
     status = cli(cli_env, "status", "--json")
     assert status.returncode == 0, status.stderr[-2000:]
+    assert status.stderr == ""
     report = json.loads(status.stdout)
     assert report["total"] == 4
     assert report["counts"]["extracted"] == 2 and report["counts"]["dead_letter"] == 2
