@@ -165,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(FAULT_MIXES),
         default=None,
         help="a named mix of faults, each request drawn independently; standard: "
-        + describe_mix("standard"),
+        + describe_mix("standard").replace("%", "%%"),  # argparse formats help with %
     )
     parser.add_argument("--batch-phase-seconds", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0, help="seeds fault draws and jitter")

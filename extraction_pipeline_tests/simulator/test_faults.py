@@ -133,3 +133,10 @@ def test_cli_takes_a_fault_mix() -> None:
     from extraction_pipeline.simulator.server import _parser
 
     assert _parser().parse_args(["--fault-mix", "standard", "--seed", "3"]).fault_mix == "standard"
+
+
+def test_cli_help_describes_the_standard_mix(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "20% 429" in " ".join(capsys.readouterr().out.split())
