@@ -87,18 +87,8 @@ def read_source(
 def _source_failure(
     key: str, document: DocumentRecord | None, message: str, run_id: str | None
 ) -> ExtractionRecord:
-    return ExtractionRecord(
-        document_key=key,
-        file_name=document.file_name if document else "",
-        sha256=document.sha256 if document else "",
-        pages=None,
-        status="failed",
-        error_kind=message.split(":", 1)[0],
-        error_message=message,
-        retryable=False,
-        extracted_at=datetime.now(UTC),
-        run_id=run_id,
-    )
+    """An unreadable document's outcome: its kind is the message's prefix (e.g. CorruptPdf)."""
+    return _failure(key, document, None, message.split(":", 1)[0], message, run_id)
 
 
 class ExtractionStream:
@@ -272,7 +262,7 @@ class ExtractionStream:
             outcome = await self._extract(agent, key, info)
         except Exception as error:  # never lose a document: record what went wrong
             log.exception("document %s: extraction failed unexpectedly", key)
-            outcome = _failure(key, None, None, "internal", f"internal: {error}", self.job)
+            outcome = _failure(key, None, None, "internal", f"internal: {error}", self.job.run_id)
         try:
             self.job.records.save(outcome)
         except Exception:
@@ -285,7 +275,8 @@ class ExtractionStream:
         job = self.job
         document = job.registry.get(key)
         if document is None:
-            return _failure(key, None, None, "not_registered", f"no registration for {key}", job)
+            message = f"no registration for {key}"
+            return _failure(key, None, None, "not_registered", message, job.run_id)
         key_of_result = cache_key(document.sha256, self.fingerprint, job.config)
         cached = job.records.cached(key_of_result)
         if cached is not None:
@@ -295,7 +286,7 @@ class ExtractionStream:
             info = info or read_pdf(data, job.pdf_limits)
         except UnreadablePdf as error:
             message = f"unreadable_input: {type(error).__name__}: {error}"
-            return _failure(key, document, None, "unreadable_input", message, job)
+            return _failure(key, document, None, "unreadable_input", message, job.run_id)
         outcome = await agent.extract_outcome(
             DocumentInput(
                 document_key=key,
@@ -384,7 +375,7 @@ def _success(
 def _error_outcome(
     document: DocumentRecord, pages: int | None, error: ExtractionError, job: ExtractionJob
 ) -> ExtractionRecord:
-    outcome = _failure(document.document_key, document, pages, error.kind, str(error), job)
+    outcome = _failure(document.document_key, document, pages, error.kind, str(error), job.run_id)
     call = CallSummary.from_call(error.call) if error.call is not None else None
     return outcome.model_copy(update={"call": call, "retryable": error.retryable})
 
@@ -395,7 +386,7 @@ def _failure(
     pages: int | None,
     kind: str,
     message: str,
-    job: ExtractionJob,
+    run_id: str | None,
 ) -> ExtractionRecord:
     return ExtractionRecord(
         document_key=key,
@@ -408,5 +399,5 @@ def _failure(
         retryable=False,
         review_reason=message if kind in REVIEW_ERROR_KINDS else None,
         extracted_at=datetime.now(UTC),
-        run_id=job.run_id,
+        run_id=run_id,
     )
