@@ -4,7 +4,7 @@ A semaphore alone bounds how many calls are in flight, not how many start per mi
 answers it happily exceeds an RPM quota. `RateLimiter` combines the three:
 
 - at most `max_concurrency` permits are held at once;
-- at most `rpm` permits start within any sliding 60 s window;
+- at most `rpm` permits start within any sliding 60 s window (kept 3 s longer, see below);
 - the token estimates of the permits started within the window sum to at most `tpm`.
 
 A request whose own estimate exceeds `tpm` is let through alone on an empty window, otherwise it
@@ -26,7 +26,12 @@ from contextlib import asynccontextmanager
 
 from extraction_pipeline.core.store import ObjectStore
 
-WINDOW_SECONDS = 60.0
+# The provider counts a request per minute from when it *arrives*; a request admitted here
+# arrives a little later, and how much later varies (a process starting its client on a busy
+# machine: a second or two). A permit therefore holds its place in the window this much longer,
+# so requests admitted exactly a minute apart cannot arrive within one minute.
+ARRIVAL_MARGIN_SECONDS = 3.0
+WINDOW_SECONDS = 60.0 + ARRIVAL_MARGIN_SECONDS
 
 
 class _Spend:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from extraction_pipeline.core.ratelimit import RateLimiter, SharedWindow
+from extraction_pipeline.core.ratelimit import WINDOW_SECONDS, RateLimiter, SharedWindow
 from extraction_pipeline.core.store import LocalObjectStore
 
 
@@ -43,7 +43,7 @@ def test_requests_beyond_rpm_wait_for_the_window_to_slide() -> None:
         await take(rl)
 
     asyncio.run(scenario())
-    assert fake.sleeps == [pytest.approx(60.0)]
+    assert fake.sleeps == [pytest.approx(WINDOW_SECONDS)]
 
 
 def test_rpm_window_is_sliding_not_fixed() -> None:
@@ -57,7 +57,7 @@ def test_rpm_window_is_sliding_not_fixed() -> None:
         await take(rl)  # must wait for the first request (t=0) to leave: 30 s more
 
     asyncio.run(scenario())
-    assert fake.sleeps == [pytest.approx(30.0)]
+    assert fake.sleeps == [pytest.approx(WINDOW_SECONDS - 30)]
 
 
 def test_tokens_beyond_tpm_wait() -> None:
@@ -69,7 +69,7 @@ def test_tokens_beyond_tpm_wait() -> None:
         await take(rl, 600)
 
     asyncio.run(scenario())
-    assert fake.sleeps == [pytest.approx(60.0)]
+    assert fake.sleeps == [pytest.approx(WINDOW_SECONDS)]
 
 
 def test_request_larger_than_tpm_runs_alone_on_an_empty_window() -> None:
@@ -81,7 +81,7 @@ def test_request_larger_than_tpm_runs_alone_on_an_empty_window() -> None:
         await take(rl, 10)
 
     asyncio.run(scenario())
-    assert fake.sleeps == [pytest.approx(60.0)]
+    assert fake.sleeps == [pytest.approx(WINDOW_SECONDS)]
 
 
 def test_recorded_usage_replaces_the_estimate() -> None:
@@ -142,7 +142,7 @@ def test_waiting_time_is_reported_on_the_permit() -> None:
                 waits.append(permit.waited_seconds)
 
     asyncio.run(scenario())
-    assert waits == [0.0, pytest.approx(60.0)]
+    assert waits == [0.0, pytest.approx(WINDOW_SECONDS)]
 
 
 def test_the_window_handed_on_through_the_store_holds_the_rpm_across_runs(tmp_path) -> None:
@@ -171,7 +171,7 @@ def test_the_window_handed_on_through_the_store_holds_the_rpm_across_runs(tmp_pa
     wall[0] += 20.0  # the next run starts 20 s later
     asyncio.run(second_run())
     assert first.sleeps == []
-    assert second.sleeps == [pytest.approx(40.0)]
+    assert second.sleeps == [pytest.approx(WINDOW_SECONDS - 20)]
 
 
 def test_a_damaged_or_stale_window_starts_empty(tmp_path) -> None:
