@@ -3,11 +3,13 @@ model simulator over HTTP, and the checks every recovery must pass."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +80,16 @@ class Deployment:
         if self.daemon is not None:
             stop(self.daemon)
             self.daemon = None
+
+    @contextlib.contextmanager
+    def running(self, documents: int) -> Iterator[None]:
+        """The daemon running, with `documents` invoices dropped into the inbox; stopped after."""
+        self.start_daemon()
+        try:
+            self.drop_invoices(documents)
+            yield
+        finally:
+            self.stop_daemon()
 
     def drop_invoices(self, count: int) -> None:
         for number in range(1, count + 1):

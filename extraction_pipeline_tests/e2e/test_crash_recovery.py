@@ -34,16 +34,12 @@ def test_a_killed_run_worker_mid_range_is_retried_and_its_pool_slot_given_back(
 ) -> None:
     model_simulator.configure(latency_seconds=1.0)
     deployment = Deployment(tmp_path, pg_url, model_simulator)
-    deployment.start_daemon()
-    try:
-        deployment.drop_invoices(DOCUMENTS)
+    with deployment.running(DOCUMENTS):
         run = wait_for_run(instance, model_simulator, done=6)
         kept, crashed_at = deployment.extracted_numbers(), time.time()
         run_worker(instance, run.run_id).send_signal(signal.SIGKILL)
         assert 0 < len(kept) < DOCUMENTS
         report_recovery("run worker killed", crashed_at, instance, deployment)
-    finally:
-        deployment.stop_daemon()
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     assert_recovered(instance, deployment, DOCUMENTS, kept, crashed_at)
 
@@ -51,13 +47,11 @@ def test_a_killed_run_worker_mid_range_is_retried_and_its_pool_slot_given_back(
 def test_a_killed_daemon_and_its_orphaned_run_recover_when_the_daemon_starts_again(
     tmp_path: Path, pg_url: str, instance: dg.DagsterInstance, model_simulator: SimulatorControl
 ) -> None:
-    """SIGKILL of the daemon takes nothing down with it but itself; the run worker is then killed
-    too (as a machine crash would), and the next daemon finds the run dead and retries it."""
+    """As a machine crash: daemon, code server and run worker die at once, leaving the run
+    STARTED; the next daemon's run monitoring finds its worker gone, and run retries finish it."""
     model_simulator.configure(latency_seconds=1.0)
     deployment = Deployment(tmp_path, pg_url, model_simulator)
-    deployment.start_daemon()
-    try:
-        deployment.drop_invoices(DOCUMENTS)
+    with deployment.running(DOCUMENTS):
         run = wait_for_run(instance, model_simulator, done=6)
         worker = run_worker(instance, run.run_id)
         code_server = worker.parent()
@@ -77,8 +71,6 @@ def test_a_killed_daemon_and_its_orphaned_run_recover_when_the_daemon_starts_aga
             what="run monitoring to find the dead worker",
         )
         report_recovery("machine crash, daemon started again", crashed_at, instance, deployment)
-    finally:
-        deployment.stop_daemon()
     assert_recovered(instance, deployment, DOCUMENTS, kept, crashed_at)
 
 
@@ -146,9 +138,7 @@ def test_a_killed_code_server_loses_nothing(
     """The run worker outlives its code server; the daemon starts a new code server."""
     model_simulator.configure(latency_seconds=1.0)
     deployment = Deployment(tmp_path, pg_url, model_simulator)
-    deployment.start_daemon()
-    try:
-        deployment.drop_invoices(DOCUMENTS)
+    with deployment.running(DOCUMENTS):
         run = wait_for_run(instance, model_simulator, done=6)
         worker = run_worker(instance, run.run_id)
         code_server = worker.parent()
@@ -158,8 +148,6 @@ def test_a_killed_code_server_loses_nothing(
         report_recovery("code server killed", crashed_at, instance, deployment)
         deployment.drop_invoices(DOCUMENTS + 2)  # and the inbox keeps working
         wait_until_settled(instance, deployment, DOCUMENTS + 2)
-    finally:
-        deployment.stop_daemon()
     assert_recovered(instance, deployment, DOCUMENTS + 2, kept, crashed_at, run_crashed=False)
     assert set(deployment.answered_documents().values()) == {1}
 
@@ -174,9 +162,7 @@ def test_postgres_restarted_mid_run_loses_nothing(
         dg.instance_for_test(overrides=storage_overrides(postgres.url)) as instance,
     ):
         deployment = Deployment(tmp_path, postgres.url, model_simulator)
-        deployment.start_daemon()
-        try:
-            deployment.drop_invoices(DOCUMENTS)
+        with deployment.running(DOCUMENTS):
             wait_for_run(instance, model_simulator, done=6)
             kept, crashed_at = deployment.extracted_numbers(), time.time()
             postgres.stop()
@@ -188,8 +174,6 @@ def test_postgres_restarted_mid_run_loses_nothing(
                 instance,
                 deployment,
             )
-        finally:
-            deployment.stop_daemon()
         crashed = bool(instance.get_runs(dg.RunsFilter(job_name="intake_job", statuses=[FAILURE])))
         assert_recovered(instance, deployment, DOCUMENTS, kept, crashed_at, run_crashed=crashed)
 
@@ -207,9 +191,7 @@ def test_a_run_terminated_from_the_ui_keeps_its_answers_in_flight_and_is_not_ret
 ) -> None:
     model_simulator.configure(latency_seconds=2.0)
     deployment = Deployment(tmp_path, pg_url, model_simulator)
-    deployment.start_daemon()
-    try:
-        deployment.drop_invoices(DOCUMENTS)
+    with deployment.running(DOCUMENTS):
         run = wait_for_run(instance, model_simulator, done=6)
         assert instance.run_launcher.terminate(run.run_id)  # what the UI's Terminate calls
         wait_for(
@@ -220,8 +202,6 @@ def test_a_run_terminated_from_the_ui_keeps_its_answers_in_flight_and_is_not_ret
         assert model_simulator.requests()["in_flight"] == 0
         paid = deployment.answered_documents()
         time.sleep(12)  # a run retry, were there one, would have been launched by now
-    finally:
-        deployment.stop_daemon()
     assert set(paid) == deployment.extracted_numbers()  # every answer paid for is stored
     assert len(paid) < DOCUMENTS and set(paid.values()) == {1}
     assert [r.run_id for r in instance.get_runs(dg.RunsFilter(job_name="intake_job"))] == [
