@@ -17,6 +17,7 @@ import dagster as dg
 import psutil
 import pyarrow.parquet as pq
 
+from extraction_pipeline.audit.facts import UNFINISHED
 from extraction_pipeline.audit.history import document_history
 from extraction_pipeline.defs.keys import EXTRACTION_KEY
 from extraction_pipeline.defs.partitions import documents_partitions
@@ -161,21 +162,12 @@ def wait_until_settled(
         status = instance.get_status_by_partition(EXTRACTION_KEY, keys, documents_partitions)
         if any(status.get(k) != dg.AssetPartitionStatus.MATERIALIZED for k in keys):
             return False
-        unfinished = instance.get_runs(dg.RunsFilter(statuses=list(_UNFINISHED)))
+        unfinished = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED))
         rows = table_rows(deployment.data_dir, "documents")
         return not unfinished and len(rows) == count
 
     wait_for(settled, timeout=timeout, what=f"{count} documents extracted and in the table")
     return time.monotonic() - began
-
-
-_UNFINISHED = {
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-}
 
 
 def assert_recovered(

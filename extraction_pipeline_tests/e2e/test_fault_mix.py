@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from extraction_pipeline.audit.facts import UNFINISHED
 from extraction_pipeline.audit.history import document_history
 from extraction_pipeline.audit.status import status_report
 from extraction_pipeline.core.lifecycle import RetryPolicy
@@ -39,13 +40,6 @@ TABLE_STATUS = {"extracted": "extracted", "needs_review": "needs_review", "dead_
 # Faults that fail an extraction attempt at once when the agent does not retry; invalid JSON
 # gets a repair round first (and fails the attempt only when the repair is invalid too).
 FAILING_FAULTS = ("429", "500", "hang", "refuse")
-UNFINISHED = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def drop_documents(inbox: Path) -> list[str]:
