@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,7 @@ from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, MAX_D
 from extraction_pipeline.defs.run_sensors import settle_run
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline.launcher import Environment
+from extraction_pipeline.run_launcher import WORKER_HOST_TAG
 
 log = logging.getLogger(__name__)
 # The runs' console logger (Dagster's default) set to CRITICAL: the CLI prints its own progress
@@ -118,7 +120,7 @@ def ingest(
     done = 0
     bar = _Progress(len(readable) + len(unreadable), progress)
     for job_name, batch in plan:
-        tags = {"extraction_pipeline/trigger": "ingest"}
+        tags = {"extraction_pipeline/trigger": "ingest", WORKER_HOST_TAG: socket.gethostname()}
         if len(batch) > 1:
             tags.update({RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]})
         result = defs.resolve_job_def(job_name).execute_in_process(

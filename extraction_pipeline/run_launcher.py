@@ -11,12 +11,14 @@ monitoring's health check from the run worker's process id (recorded in the run'
 event) when the worker runs on this machine: a worker that is gone, a zombie, or a newer process
 that reused its id is reported NOT_FOUND, so monitoring fails the run within one
 `poll_interval_seconds` and run retries relaunch it. Workers on other hosts are reported RUNNING:
-this launcher cannot see them, and `max_runtime_seconds` stays their bound.
+this launcher cannot see them, and `max_runtime_seconds` stays their bound. Runs that say which
+host ran them (`WORKER_HOST_TAG`, set by `ingest`) are checked on that host.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 
 import dagster as dg
 import psutil
@@ -28,6 +30,9 @@ from extraction_pipeline.dagster_compat import (
 )
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", ""})
+# Runs executed in a process of their own choosing (`extraction-pipeline ingest` runs in the CLI's
+# process) name the host they run on, so a killed CLI's run is found dead too.
+WORKER_HOST_TAG = "extraction_pipeline/worker_host"
 # A process created this long after the run started cannot be its worker (the id was reused).
 PID_REUSE_SLACK_SECONDS = 5.0
 
@@ -67,6 +72,8 @@ def worker_status(pid: int, run_started_at: float) -> CheckRunHealthResult:
 
 
 def _launched_on_this_host(run: dg.DagsterRun) -> bool:
+    if run.tags.get(WORKER_HOST_TAG) == socket.gethostname():
+        return True
     raw = run.tags.get(GRPC_INFO_TAG)
     if raw is None:
         return False

@@ -5,11 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from extraction_pipeline.dagster_compat import WorkerStatus
+from extraction_pipeline.run_launcher import WorkerCheckingRunLauncher
 from extraction_pipeline.samples import invoice_pdf, make_invoice
 from extraction_pipeline.simulator import SimulatorControl
+from extraction_pipeline_tests.e2e.processes import wait_for
 from extraction_pipeline_tests.pdfs import truncated_pdf
 from extraction_pipeline_tests.simulator_fixture import TEST_API_KEY
 
@@ -100,3 +104,29 @@ def test_ingest_a_folder_of_good_and_bad_pdfs_then_ask_status_and_history(
 
     unknown = cli(cli_env, "history", "no-such-document.pdf")
     assert unknown.returncode == 2 and "no document matches" in unknown.stdout
+
+
+def test_the_run_of_a_killed_ingest_is_found_dead_by_run_monitoring(
+    tmp_path: Path,
+    cli_env: dict[str, str],
+    model_simulator: SimulatorControl,
+    instance: dg.DagsterInstance,
+) -> None:
+    """`ingest` runs in the CLI's own process; killed, its run would stay STARTED for the 2 h
+    max runtime. The run names its host, so the project's launcher checks its pid."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for number in range(1, 9):
+        (folder / f"{number}.pdf").write_bytes(invoice_pdf(make_invoice(number)))
+    model_simulator.configure(latency_seconds=5)
+    process = subprocess.Popen([CLI, "ingest", str(folder)], env=cli_env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: model_simulator.requests()["in_flight"] > 0, 120, "a model call")
+        (run,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        launcher = WorkerCheckingRunLauncher()
+        launcher.register_instance(instance)
+        assert launcher.check_run_worker_health(run).status is WorkerStatus.RUNNING
+    finally:
+        process.kill()
+        process.wait()
+    assert launcher.check_run_worker_health(run).status is WorkerStatus.NOT_FOUND
