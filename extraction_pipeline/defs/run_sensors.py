@@ -9,6 +9,7 @@ run extracted is a dead letter no more. `extraction-pipeline ingest`, whose in-p
 sensor sees, calls the same `settle_run` after each run. Webhook trouble is logged, never raised.
 """
 
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -101,17 +102,21 @@ def settle_run(
     `run_error` is the run's failure message (None when it succeeded). Returns the
     `dead_letters` materialisation to report when the table changed."""
     failures, extracted = run_outcomes(instance, run.run_id)
+    # Every partition key, read at most once (100,000 keys at scale) and only when needed.
+    partition_keys = functools.cache(
+        lambda: instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
+    )
     if run_error is None:
         # Only what the run recorded counts for a run that succeeded: no need to list the
         # partitions (100,000 keys at scale) to find its range.
         keys = [*extracted, *failures]
     else:
-        keys = run_document_keys(run, instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
+        keys = run_document_keys(run, partition_keys())
     failed = [k for k in keys if k not in extracted and (k in failures or run_error is not None)]
     if failed:
         # A document another run has taken up since (the retry schedule, a backfill) is that
         # run's to judge: announcing it dead now would be false once that run extracts it.
-        busy = busy_documents(instance, instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
+        busy = busy_documents(instance, partition_keys())
         keys = [k for k in keys if k in extracted or k not in busy]
         failed = [k for k in failed if k not in busy]
     verdict = judge_run(
