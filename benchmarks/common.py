@@ -25,14 +25,14 @@ from typing import Any
 
 import psycopg2
 
-from extraction_pipeline.postgres import (
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.instance.postgres import (
     drop_database,
     ensure_database,
     libpq_dsn,
     mask_url,
     normalize_url,
 )
-from extraction_pipeline.samples import invoice_pdf, make_invoice
 from extraction_pipeline.simulator import SimulatorControl
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -33,9 +33,9 @@ from common import (
 )
 from daemon import EXTRACTION, PRODUCT, Knobs, RunningPipeline, read_table
 
-from extraction_pipeline.core.documents import document_key
-from extraction_pipeline.core.pdf import sha256_hex
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.core.documents.identity import document_key
+from extraction_pipeline.core.documents.pdf import sha256_hex
 
 STAGES = (
     ("sensor tick: run created", "run_created_s"),

@@ -43,17 +43,17 @@ from daemon import PRODUCT
 from meter import ProcessTreeMeter
 from throughput import run_pipeline
 
-from extraction_pipeline.core.agent import extract_many
-from extraction_pipeline.core.agent_types import DocumentInput
-from extraction_pipeline.core.extraction import ExtractionJob, extract_documents
-from extraction_pipeline.core.pdf import read_pdf
-from extraction_pipeline.core.records import RecordStore
-from extraction_pipeline.core.registry import DocumentRegistry
-from extraction_pipeline.core.schemas import Invoice
+from extraction_pipeline.core.documents.pdf import read_pdf
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.extraction.records import RecordStore
+from extraction_pipeline.core.extraction.schemas import Invoice
+from extraction_pipeline.core.extraction.stream import ExtractionJob, extract_documents
+from extraction_pipeline.core.extraction.validation import ValidationPolicy
+from extraction_pipeline.core.model.agent import extract_many
+from extraction_pipeline.core.model.types import DocumentInput
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.core.tables import TableSet, refresh_tables
-from extraction_pipeline.core.validation import ValidationPolicy
+from extraction_pipeline.core.tables.refresh import TableSet, refresh_tables
 from extraction_pipeline.definitions import build_definitions
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 

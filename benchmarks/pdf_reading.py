@@ -17,8 +17,8 @@ from collections.abc import Callable
 from common import print_table, write_results
 from pypdf import PdfReader
 
-from extraction_pipeline.core.pdf import read_pdf
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.core.documents.pdf import read_pdf
 
 
 def project_reader(data: bytes) -> int:

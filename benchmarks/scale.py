@@ -104,7 +104,7 @@ def template_pdf() -> bytes:
 
 def write_pdfs(inbox: Path, start: int, count: int) -> float:
     """Files start..start+count-1 into the inbox; returns seconds taken."""
-    from extraction_pipeline.core.pdf import read_pdf
+    from extraction_pipeline.core.documents.pdf import read_pdf
 
     template = template_pdf()
     began = time.perf_counter()
@@ -146,8 +146,8 @@ def _instance(ctx: dict[str, Any]) -> Any:
 
 
 def stage_register(ctx: dict[str, Any]) -> dict[str, Any]:
-    from extraction_pipeline.core.inbox import IntakeCursor, plan_intake, scan_inbox
-    from extraction_pipeline.core.registry import DocumentRegistry
+    from extraction_pipeline.core.documents.registry import DocumentRegistry
+    from extraction_pipeline.core.intake.inbox import IntakeCursor, plan_intake, scan_inbox
     from extraction_pipeline.core.store import LocalObjectStore
 
     inbox = Path(ctx["inbox"])
@@ -282,10 +282,10 @@ def stage_schedule_ticks(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_refresh(ctx: dict[str, Any]) -> dict[str, Any]:
-    from extraction_pipeline.core.records import CallSummary, ExtractionRecord
-    from extraction_pipeline.core.schemas import Invoice
+    from extraction_pipeline.core.extraction.records import CallSummary, ExtractionRecord
+    from extraction_pipeline.core.extraction.schemas import Invoice
     from extraction_pipeline.core.store import LocalObjectStore
-    from extraction_pipeline.core.tables import FeedPosition, TableSet, refresh_tables
+    from extraction_pipeline.core.tables.refresh import FeedPosition, TableSet, refresh_tables
 
     call = CallSummary(
         model="gpt-4.1-mini",

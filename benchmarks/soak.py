@@ -49,12 +49,12 @@ from common import (
 )
 from daemon import PRODUCT, Knobs, RunningPipeline, read_table
 
-from extraction_pipeline.audit.facts import UNFINISHED
-from extraction_pipeline.audit.status import StatusReport, status_report
-from extraction_pipeline.core.documents import document_key
-from extraction_pipeline.core.lifecycle import RetryPolicy
-from extraction_pipeline.core.pdf import sha256_hex
+from extraction_pipeline.core.documents.identity import document_key
+from extraction_pipeline.core.documents.pdf import sha256_hex
+from extraction_pipeline.core.operations.lifecycle import RetryPolicy
 from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.instance.facts import UNFINISHED
+from extraction_pipeline.instance.status import StatusReport, status_report
 from extraction_pipeline.simulator.faults import describe_mix
 
 TERMINAL = ("extracted", "needs_review", "dead_letter")

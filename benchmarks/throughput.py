@@ -41,8 +41,8 @@ from daemon import PRODUCT, Knobs, RunningPipeline
 from meter import ProcessTreeMeter
 from openai import AsyncOpenAI
 
-from extraction_pipeline.core.pdf import read_pdf
-from extraction_pipeline.core.schemas import Invoice
+from extraction_pipeline.core.documents.pdf import read_pdf
+from extraction_pipeline.core.extraction.schemas import Invoice
 
 POOL_SLOTS = 1  # dagster.yaml: pool `openai` has one slot, so the limit is deployment-wide
 

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from extraction_pipeline.core.settings import Settings
-from extraction_pipeline.postgres import drop_database, ensure_database, normalize_url
+from extraction_pipeline.instance.postgres import drop_database, ensure_database, normalize_url
 from extraction_pipeline.simulator import SimulatorControl
 
 pytest_plugins = ["extraction_pipeline_tests.simulator_fixture"]

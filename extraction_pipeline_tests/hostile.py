@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from extraction_pipeline.core.documents import display_name, document_key
-from extraction_pipeline.core.pdf import PdfLimits, sha256_hex
+from extraction_pipeline.core.documents.identity import display_name, document_key
+from extraction_pipeline.core.documents.pdf import PdfLimits, sha256_hex
 from extraction_pipeline_tests.pdfs import corrupt_pdf, encrypted_pdf, good_pdf, truncated_pdf
 
 LIMITS = PdfLimits(max_bytes=100_000, max_pages=3)

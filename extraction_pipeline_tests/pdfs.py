@@ -7,7 +7,7 @@ import io
 from fpdf import FPDF
 from PIL import Image, ImageDraw
 
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
 
 
 def good_pdf(index: int = 1, pages: int = 1) -> bytes:

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from extraction_pipeline.core.agent_config import DEFAULT_MODEL, AgentConfig
-from extraction_pipeline.core.costs import load_price_table
-from extraction_pipeline.core.pdf import PdfLimits
+from extraction_pipeline.core.documents.pdf import PdfLimits
+from extraction_pipeline.core.model.config import DEFAULT_MODEL, AgentConfig
+from extraction_pipeline.core.model.costs import load_price_table
 
 
 class SettingsError(ValueError):

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 import dagster as dg
 import pyarrow.parquet as pq
 
-from extraction_pipeline.core.tables import table_name
-from extraction_pipeline.core.validation import Check
+from extraction_pipeline.core.extraction.validation import Check
+from extraction_pipeline.core.tables.refresh import table_name
 from extraction_pipeline.defs.resources import DocumentStoreResource
 
 CHECK_DESCRIPTIONS = {

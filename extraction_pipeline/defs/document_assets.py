@@ -14,24 +14,24 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from extraction_pipeline.core.extraction import (
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.extraction.records import ExtractionRecord
+from extraction_pipeline.core.extraction.schemas import load_schema
+from extraction_pipeline.core.extraction.stream import (
     ExtractionJob,
     ExtractionStream,
     SourceRead,
     read_source,
 )
-from extraction_pipeline.core.records import ExtractionRecord
-from extraction_pipeline.core.registry import DocumentRegistry
-from extraction_pipeline.core.schemas import load_schema
+from extraction_pipeline.core.extraction.validation import ValidationPolicy
 from extraction_pipeline.core.settings import ExtractionSettings
-from extraction_pipeline.core.table_schema import record_layouts
-from extraction_pipeline.core.tables import TableSet
-from extraction_pipeline.core.validation import ValidationPolicy
-from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
+from extraction_pipeline.core.tables.layout import record_layouts
+from extraction_pipeline.core.tables.refresh import TableSet
 from extraction_pipeline.defs.metadata import column_schema, outcome_metadata
 from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY, documents_partitions
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
 from extraction_pipeline.defs.table_refresh import refresh_from_change_feed
+from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
 
 MODEL_POOL = "openai"
 # Dagster's run tag: retry this run even though a step failed (dagster.yaml retries crashes only).

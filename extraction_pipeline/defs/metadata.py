@@ -4,8 +4,8 @@ from typing import Any
 
 import dagster as dg
 
-from extraction_pipeline.core.records import ExtractionRecord
-from extraction_pipeline.core.table_schema import TableLayout
+from extraction_pipeline.core.extraction.records import ExtractionRecord
+from extraction_pipeline.core.tables.layout import TableLayout
 
 
 def column_schema(layout: TableLayout) -> dg.TableSchema:

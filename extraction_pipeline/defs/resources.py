@@ -9,11 +9,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import BaseModel, Field
 
-from extraction_pipeline.core.agent_config import AgentConfig
-from extraction_pipeline.core.pdf import PdfLimits
-from extraction_pipeline.core.records import RecordStore
-from extraction_pipeline.core.registry import DocumentRegistry
-from extraction_pipeline.core.schemas import load_schema
+from extraction_pipeline.core.documents.pdf import PdfLimits
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.extraction.records import RecordStore
+from extraction_pipeline.core.extraction.schemas import load_schema
+from extraction_pipeline.core.model.config import AgentConfig
 from extraction_pipeline.core.settings import ExtractionSettings
 from extraction_pipeline.core.store import LocalObjectStore, ObjectStore
 

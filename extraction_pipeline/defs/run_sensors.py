@@ -16,22 +16,26 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from extraction_pipeline.audit.facts import busy_documents, extraction_attempts, run_document_keys
-from extraction_pipeline.core.dead_letters import (
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.operations.dead_letters import (
     DeadLetterStore,
     DocumentFailure,
     FailureStage,
     RunVerdict,
     judge_run,
 )
-from extraction_pipeline.core.lifecycle import RetryPolicy
-from extraction_pipeline.core.notify import post_json
-from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.operations.lifecycle import RetryPolicy
+from extraction_pipeline.core.operations.notify import post_json
 from extraction_pipeline.core.settings import OperationsSettings, Settings
 from extraction_pipeline.core.store import ObjectStore
-from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
 from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME
 from extraction_pipeline.defs.resources import DocumentStoreResource
+from extraction_pipeline.instance.facts import (
+    busy_documents,
+    extraction_attempts,
+    run_document_keys,
+)
+from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
 
 DEAD_LETTERS_KEY = dg.AssetKey("dead_letters")
 WILL_RETRY_TAG = "dagster/will_retry"

@@ -6,13 +6,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from extraction_pipeline.audit.facts import (
-    all_document_keys,
-    attempted_documents,
-    busy_documents,
-    extraction_attempts,
-)
-from extraction_pipeline.core.lifecycle import (
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.operations.lifecycle import (
     AssetState,
     DocumentFacts,
     RetryPolicy,
@@ -20,13 +15,18 @@ from extraction_pipeline.core.lifecycle import (
     intake_candidates,
     needs_retry,
 )
-from extraction_pipeline.core.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.jobs import extraction_job, intake_job
-from extraction_pipeline.defs.keys import EXTRACTION_KEY
 from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline.instance.facts import (
+    all_document_keys,
+    attempted_documents,
+    busy_documents,
+    extraction_attempts,
+)
+from extraction_pipeline.instance.names import EXTRACTION_KEY
 
 TRIGGER_TAG = "extraction_pipeline/trigger"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from extraction_pipeline.core.inbox import IntakeCursor, plan_intake, scan_inbox
-from extraction_pipeline.core.intake import IntakeDecision, take_documents
+from extraction_pipeline.core.intake.admission import IntakeDecision, take_documents
+from extraction_pipeline.core.intake.inbox import IntakeCursor, plan_intake, scan_inbox
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.jobs import intake_job, source_job
 from extraction_pipeline.defs.partitions import (

@@ -4,12 +4,12 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from extraction_pipeline.core.schemas import load_schema
-from extraction_pipeline.core.tables import TableSet, table_name
-from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
+from extraction_pipeline.core.extraction.schemas import load_schema
+from extraction_pipeline.core.tables.refresh import TableSet, table_name
 from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.defs.table_refresh import refresh_from_change_feed
+from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
 
 # Fires on every new document outcome: an extraction (a materialisation), or a failure of
 # extraction or source (an unreadable document) — a failed run, since failures are observations,

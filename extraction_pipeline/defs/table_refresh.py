@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from extraction_pipeline.core.tables import (
+from extraction_pipeline.core.tables.refresh import (
     FeedPosition,
     TableSet,
     TableSummary,
@@ -18,9 +18,9 @@ from extraction_pipeline.core.tables import (
     refresh_tables,
     table_name,
 )
-from extraction_pipeline.defs.keys import EXTRACTION_KEY, SOURCE_KEY
 from extraction_pipeline.defs.metadata import markdown_preview
 from extraction_pipeline.defs.resources import DocumentStoreResource
+from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
 
 CHANGES_PAGE = 5000
 # Outcomes that arrive while a refresh runs are taken in further passes, so a burst that ends

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from extraction_pipeline.postgres import drop_database, ensure_database
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.instance.postgres import drop_database, ensure_database
 from extraction_pipeline.simulator import SimulatorConfig, SimulatorServer
 from extraction_pipeline_tests.browser.ui import (
     CHROMIUM_ARGS,

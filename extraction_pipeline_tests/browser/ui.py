@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from extraction_pipeline.core.documents import document_key
+from extraction_pipeline.core.documents.identity import document_key
 from extraction_pipeline.simulator import SimulatorControl
 
 if TYPE_CHECKING:

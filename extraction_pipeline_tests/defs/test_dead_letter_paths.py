@@ -10,14 +10,14 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from extraction_pipeline.audit.status import status_report
-from extraction_pipeline.core.dead_letters import DeadLetterStore
-from extraction_pipeline.core.lifecycle import RetryPolicy
+from extraction_pipeline.cli.ingest import ingest
+from extraction_pipeline.cli.launcher import Environment
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.core.operations.dead_letters import DeadLetterStore
+from extraction_pipeline.core.operations.lifecycle import RetryPolicy
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.ingest import ingest
-from extraction_pipeline.launcher import Environment
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.instance.status import status_report
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.conftest import PROJECT_ROOT
 from extraction_pipeline_tests.defs.helpers import definitions_for, drop

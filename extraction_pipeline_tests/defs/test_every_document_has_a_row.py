@@ -8,15 +8,15 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from extraction_pipeline.audit.status import status_report
-from extraction_pipeline.core.lifecycle import RetryPolicy
-from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.operations.lifecycle import RetryPolicy
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.core.tables import FeedPosition
+from extraction_pipeline.core.tables.refresh import FeedPosition
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline.defs.table_refresh import changed_documents
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.instance.status import status_report
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import definitions_for
 from extraction_pipeline_tests.pdfs import encrypted_pdf, truncated_pdf

@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from extraction_pipeline.core.documents import document_key
-from extraction_pipeline.core.inbox import IntakeCursor
-from extraction_pipeline.core.pdf import sha256_hex
-from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.documents.identity import document_key
+from extraction_pipeline.core.documents.pdf import sha256_hex
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.intake.inbox import IntakeCursor
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
@@ -184,7 +184,7 @@ def test_registered_document_whose_partition_is_missing_is_restored(
 
 
 def test_a_large_tick_is_split_into_runs_of_bounded_size() -> None:
-    from extraction_pipeline.core.intake import IntakeDecision
+    from extraction_pipeline.core.intake.admission import IntakeDecision
     from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
     from extraction_pipeline.defs.sensors import intake_run_requests
 

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from extraction_pipeline.audit.history import document_history
-from extraction_pipeline.core.dead_letters import DeadLetterStore
-from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.operations.dead_letters import DeadLetterStore
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.instance.history import document_history
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import definitions_for
 from extraction_pipeline_tests.pdfs import truncated_pdf

@@ -1,10 +1,10 @@
 import dagster as dg
 import psycopg2
 
-from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.postgres import libpq_dsn
+from extraction_pipeline.instance.postgres import libpq_dsn
 from extraction_pipeline_tests.defs.helpers import definitions_for
 from extraction_pipeline_tests.pdfs import good_pdf
 
@@ -40,7 +40,7 @@ def test_runs_and_events_land_in_postgres_tables(
 def test_event_log_storage_is_the_pooled_one_from_dagster_yaml(
     instance: dg.DagsterInstance,
 ) -> None:
-    from extraction_pipeline.storage import PooledPostgresEventLogStorage
+    from extraction_pipeline.instance.event_log import PooledPostgresEventLogStorage
 
     assert isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
     assert instance.event_log_storage._engine.pool.size() == 2  # a pool, not NullPool

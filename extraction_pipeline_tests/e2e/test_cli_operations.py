@@ -9,9 +9,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from extraction_pipeline.dagster_compat import WorkerStatus
-from extraction_pipeline.run_launcher import WorkerCheckingRunLauncher
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.instance.dagster_compat import WorkerStatus
+from extraction_pipeline.instance.run_launcher import WorkerCheckingRunLauncher
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.e2e.processes import wait_for
 from extraction_pipeline_tests.pdfs import truncated_pdf

@@ -18,12 +18,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from extraction_pipeline.audit.facts import UNFINISHED
-from extraction_pipeline.audit.history import document_history
-from extraction_pipeline.audit.status import status_report
-from extraction_pipeline.core.lifecycle import RetryPolicy
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.core.operations.lifecycle import RetryPolicy
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.instance.facts import UNFINISHED
+from extraction_pipeline.instance.history import document_history
+from extraction_pipeline.instance.status import status_report
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import drop
 from extraction_pipeline_tests.e2e.processes import dagster_home, start, stop, wait_for

@@ -25,14 +25,14 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
-from extraction_pipeline.audit.facts import UNFINISHED
-from extraction_pipeline.audit.status import status_report
-from extraction_pipeline.core.agent_prompt import INSTRUCTIONS, output_format
-from extraction_pipeline.core.lifecycle import RetryPolicy
-from extraction_pipeline.core.schemas import Invoice
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.core.extraction.schemas import Invoice
+from extraction_pipeline.core.model.prompt import INSTRUCTIONS, output_format
+from extraction_pipeline.core.operations.lifecycle import RetryPolicy
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.postgres import drop_database, ensure_database, libpq_dsn
-from extraction_pipeline.samples import invoice_pdf, make_invoice
+from extraction_pipeline.instance.facts import UNFINISHED
+from extraction_pipeline.instance.postgres import drop_database, ensure_database, libpq_dsn
+from extraction_pipeline.instance.status import status_report
 from extraction_pipeline.simulator import SimulatorServer
 from extraction_pipeline_tests.conftest import storage_overrides
 from extraction_pipeline_tests.defs.helpers import drop

@@ -16,8 +16,8 @@ from openai.types import Batch
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from extraction_pipeline.core.agent_prompt import output_format
-from extraction_pipeline.core.schemas import Invoice
+from extraction_pipeline.core.extraction.schemas import Invoice
+from extraction_pipeline.core.model.prompt import output_format
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.simulator_fixture import (
     TEST_API_KEY,

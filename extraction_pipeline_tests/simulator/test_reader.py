@@ -6,7 +6,7 @@ import pytest
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel
 
-from extraction_pipeline.core.schemas import Invoice
+from extraction_pipeline.core.extraction.schemas import Invoice
 from extraction_pipeline.simulator.extract import fill_schema, parse_number, read_invoice
 from extraction_pipeline_tests.simulator_fixture import invoice_text
 

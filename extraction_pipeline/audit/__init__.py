@@ -1,1 +1,0 @@
-"""Questions answered from Dagster's storage: where documents stand, what happened to one."""

@@ -1,0 +1,221 @@
+"""`extraction-pipeline ingest PATH...`: the scripted twin of a UI backfill.
+
+The PDFs under the paths are registered like the inbox sensor would, added as partitions, and
+materialised in-process through the same instance, jobs and stores: the same history, the same
+tables, the same dead letters (no run-status sensor sees an in-process run, so each run is
+settled here by the sensors' own `settle_run`). Progress goes to stderr; the summary to stdout;
+the exit code says whether any failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import dagster as dg
+
+from extraction_pipeline.cli.launcher import Environment
+from extraction_pipeline.core.documents.pdf import UnreadablePdf, check_pdf
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.extraction.records import ExtractionRecord, RecordStore
+from extraction_pipeline.core.operations.lifecycle import contiguous_batches
+from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.definitions import build_definitions
+from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, MAX_DOCUMENTS_PER_RUN
+from extraction_pipeline.defs.run_sensors import settle_run
+from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline.instance.run_launcher import WORKER_HOST_TAG
+
+log = logging.getLogger(__name__)
+# The runs' console logger (Dagster's default) set to CRITICAL: the CLI prints its own progress
+# and summary; every event still goes to the event log.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+TABLE_KEYS = [
+    dg.AssetKey(name) for name in ("documents", "invoices", "invoice_line_items", "review_queue")
+]
+
+
+@dataclass
+class IngestSummary:
+    files: int = 0
+    extracted: int = 0
+    needs_review: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # key -> reason
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    reused: int = 0
+    wall_seconds: float = 0.0
+    run_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "failed_count": len(self.failed)}
+
+
+def find_pdfs(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
+    """PDF files named or found (recursively) under `paths`; and the paths that do not exist."""
+    found: list[Path] = []
+    missing: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf"
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            missing.append(raw)
+    return list(dict.fromkeys(found)), missing
+
+
+def ingest(
+    instance: dg.DagsterInstance,
+    environment: Environment,
+    files: Sequence[Path],
+    progress: TextIO = sys.stderr,
+    batch_size: int | None = None,
+    verbose: bool = False,
+) -> IngestSummary:
+    """Register `files` and extract them now, in runs in this process. Dagster's own event
+    lines stay off the console unless `verbose` (they are in the event log either way: see
+    `history`)."""
+    started = time.monotonic()
+    run_config = None if verbose else QUIET_RUN_CONFIG
+    settings = environment.settings
+    store = LocalObjectStore(settings.data_dir)
+    registry = DocumentRegistry(store)
+    summary = IngestSummary(files=len(files))
+    readable: list[str] = []
+    unreadable: list[str] = []
+    for path in files:
+        data = path.read_bytes()
+        key = registry.register(path.name, data).record.document_key
+        try:
+            check_pdf(data, settings.pdf_limits)
+        except UnreadablePdf as error:
+            summary.failed[key] = f"{path.name}: {type(error).__name__}: {error}"
+            unreadable.append(key)
+        else:
+            readable.append(key)
+    existing = set(instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
+    new_keys = [k for k in dict.fromkeys(readable + unreadable) if k not in existing]
+    if new_keys:
+        instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, new_keys)
+    ordered = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
+
+    defs = build_definitions(settings)
+    size = batch_size or max(1, min(MAX_DOCUMENTS_PER_RUN, -(-len(readable) // 20)))
+    plan = [("source_job", batch) for batch in contiguous_batches(ordered, unreadable, size)]
+    plan += [("intake_job", batch) for batch in contiguous_batches(ordered, readable, size)]
+    done = 0
+    bar = _Progress(len(readable) + len(unreadable), progress)
+    for job_name, batch in plan:
+        tags = {"extraction_pipeline/trigger": "ingest", WORKER_HOST_TAG: socket.gethostname()}
+        if len(batch) > 1:
+            tags.update({RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]})
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance,
+            partition_key=batch[0] if len(batch) == 1 else None,
+            tags=tags,
+            raise_on_error=False,
+            run_config=run_config,
+        )
+        summary.run_ids.append(result.run_id)
+        _settle(instance, result, store, registry, settings)
+        done += len(batch)
+        bar.update(done, f"{len(summary.failed)} unreadable" if job_name == "source_job" else "")
+
+    records = RecordStore(store)
+    for key in dict.fromkeys(readable):
+        _count(summary, key, records.load(key), set(summary.run_ids))
+    tables = defs.resolve_implicit_global_asset_job_def()
+    tables.execute_in_process(
+        instance=instance, asset_selection=TABLE_KEYS, raise_on_error=False, run_config=run_config
+    )
+    bar.close()
+    summary.wall_seconds = round(time.monotonic() - started, 2)
+    return summary
+
+
+def _settle(
+    instance: dg.DagsterInstance,
+    result: dg.ExecuteInProcessResult,
+    store: LocalObjectStore,
+    registry: DocumentRegistry,
+    settings: Settings,
+) -> None:
+    """Dead letters of a finished run, as the dead_letters and run_notifications sensors would
+    record them for a run the daemon launched."""
+    run_error = None
+    if not result.success:
+        run_error = result.get_run_failure_event().message or "the run failed"
+    event = settle_run(
+        instance,
+        result.dagster_run,
+        run_error,
+        store,
+        registry,
+        settings.operations,
+        log,
+    )
+    if event is not None:
+        instance.report_runless_asset_event(event)
+
+
+def _count(
+    summary: IngestSummary, key: str, outcome: ExtractionRecord | None, run_ids: set[str]
+) -> None:
+    if outcome is None or outcome.run_id not in run_ids:
+        summary.failed[key] = "no outcome recorded (see `extraction-pipeline history`)"
+        return
+    if outcome.status == "failed":
+        summary.failed[key] = f"{outcome.file_name}: {outcome.error_message}"
+    elif outcome.status == "needs_review":
+        summary.needs_review += 1
+    else:
+        summary.extracted += 1
+    if outcome.call is not None and not outcome.cache_hit:
+        summary.input_tokens += outcome.call.input_tokens
+        summary.output_tokens += outcome.call.output_tokens
+        summary.cost_usd = round(summary.cost_usd + (outcome.call.cost_usd or 0.0), 6)
+    summary.reused += int(outcome.cache_hit)
+
+
+class _Progress:
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.stream = total, stream
+        self.tty = stream.isatty() and os.environ.get("TERM") != "dumb"
+        self.update(0, "")
+
+    def update(self, done: int, note: str) -> None:
+        width = 30
+        filled = width * done // max(self.total, 1)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} documents {note}"
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def format_summary(summary: IngestSummary) -> str:
+    lines = [
+        f"{summary.files} files: {summary.extracted} extracted, {summary.needs_review} need "
+        f"review, {len(summary.failed)} failed ({summary.reused} reused from earlier runs)",
+        f"tokens: {summary.input_tokens} in, {summary.output_tokens} out; "
+        f"cost ${summary.cost_usd:.4f}; wall time {summary.wall_seconds:.1f}s",
+    ]
+    lines += [f"  failed {key}: {reason}" for key, reason in summary.failed.items()]
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""The `extraction-pipeline` console script: argument parsing only; the work lives elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="extraction-pipeline",
+        description="PDF documents to validated, structured records, on Dagster and Postgres.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser(
+        "dev", help="run the Dagster UI, daemon, sensor and schedules (the main job)"
+    )
+    dev.add_argument("--host", default=os.environ.get("EXTRACTION_UI_HOST", "127.0.0.1"))
+    dev.add_argument("--port", type=int, default=int(os.environ.get("EXTRACTION_UI_PORT", "3000")))
+
+    demo = commands.add_parser("demo", help="copy sample invoice PDFs into the drop folder")
+    demo.add_argument("--count", type=int, default=6, help="how many invoices (default 6)")
+
+    history = commands.add_parser(
+        "history", help="every attempt at a document: time, run, retries, outcome, error, cost"
+    )
+    history.add_argument("document", help="partition key, SHA-256 (or 8+ hex) or file name")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+    history.add_argument("--verbose", action="store_true", help="library warnings on the terminal")
+
+    status = commands.add_parser("status", help="documents by state, with the cost so far")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--verbose", action="store_true", help="library warnings on the terminal")
+
+    ingest = commands.add_parser(
+        "ingest", help="register and extract the PDFs under PATH now (a scripted backfill)"
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="PDF files or folders")
+    ingest.add_argument("--json", action="store_true", help="machine-readable summary")
+    ingest.add_argument(
+        "--verbose", action="store_true", help="Dagster's event lines and library warnings too"
+    )
+
+    commands.add_parser(
+        "simulate-model",
+        help="serve the OpenAI-compatible model simulator on loopback (see --help)",
+        add_help=False,
+    )
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate-model"]:
+        from extraction_pipeline.simulator.server import main as simulate_model
+
+        return simulate_model(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "dev":
+        from extraction_pipeline.cli.launcher import run_dev
+
+        return run_dev(args.host, args.port)
+    if args.command == "demo":
+        return _demo(args.count)
+    if args.command in ("history", "status", "ingest"):
+        from extraction_pipeline.cli import commands
+
+        with commands.library_noise_to_log(args.verbose):
+            if args.command == "history":
+                return commands.history(args.document, args.json)
+            if args.command == "status":
+                return commands.status(args.json)
+            return commands.ingest(args.paths, args.json, args.verbose)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _demo(count: int) -> int:
+    from extraction_pipeline.cli.samples import write_demo_documents
+    from extraction_pipeline.core.settings import Settings
+
+    inbox = Settings.from_env().inbox
+    paths = write_demo_documents(inbox, count=count)
+    for path in paths:
+        print(f"  {path.name}")
+    print(f"{len(paths)} sample invoices are in {inbox}; the inbox sensor picks them up.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""The drop folder: what is in it, which files are new and ready tick by tick, and reading them.
+
+The cursor is a watermark on the files' change time (ctime, which a rename or copy into the
+folder always bumps, unlike mtime that `mv` and `cp -p` keep) plus the few names taken at or
+after it. A tick therefore looks only at what arrived since the last one, and the cursor stays
+small however many files the folder holds.
+
+Regular files named `*.pdf` (any case) directly in the folder are taken. Everything else that
+arrives is refused with a reason (a name that is not a PDF's, a folder named `x.pdf`, a symbolic
+link leading out of the folder, a pipe), so nothing is dropped silently. Folders not named like a
+PDF are not the pipeline's business and are passed over. A file is read through one descriptor,
+never through a link out of the folder, and only if it is still the file that was listed.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import json
+import logging
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from extraction_pipeline.core.documents.identity import display_name
+
+PDF_SUFFIX = ".pdf"
+_READ_CHUNK = 1 << 20
+
+log = logging.getLogger(__name__)
+
+
+class EntryKind(enum.StrEnum):
+    FILE = "file"  # a regular file, or a link to one inside the folder
+    FOLDER = "folder"
+    SYMLINK_OUTSIDE = "symlink_outside"  # a symbolic link that leads out of the folder
+    BROKEN_SYMLINK = "broken_symlink"
+    SPECIAL = "special"  # a pipe, socket or device
+
+
+class RefusalReason(enum.StrEnum):
+    NOT_A_PDF_NAME = "not_a_pdf_name"
+    FOLDER = "folder"
+    SYMLINK_OUTSIDE_INBOX = "symlink_outside_inbox"
+    BROKEN_SYMLINK = "broken_symlink"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
+    PERMISSION_DENIED = "permission_denied"
+    TOO_LARGE = "too_large"
+
+
+class Refusal(BaseModel):
+    """A file of the drop folder that does not become a document, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file_name: str
+    reason: RefusalReason
+    message: str
+    refused_at: datetime
+
+
+FOLDER_MESSAGE = "a folder, not a file: folders in the drop folder are not looked into"
+SPECIAL_MESSAGE = "not a regular file (a pipe, socket or device): it is never opened"
+
+
+def outside_message(target: str) -> str:
+    return f"a symbolic link to {display_name(target)}, outside the drop folder: not followed"
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    name: str
+    size_bytes: int
+    mtime_ns: int
+    ctime_ns: int
+    kind: EntryKind = EntryKind.FILE
+    link_target: str = ""  # where a symbolic link leads, resolved
+
+    @property
+    def changed_ns(self) -> int:
+        return max(self.mtime_ns, self.ctime_ns)
+
+
+@dataclass(frozen=True)
+class IntakeCursor:
+    """Files with ctime below `watermark_ns` are done; `taken`: (name, ctime) at or above it;
+    `retry`: names found changing when read, looked at again whatever their ctime."""
+
+    watermark_ns: int = 0
+    taken: frozenset[tuple[str, int]] = frozenset()
+    retry: frozenset[str] = frozenset()
+
+    def serialize(self) -> str:
+        return json.dumps(
+            {
+                "w": self.watermark_ns,
+                "t": sorted([n, c] for n, c in self.taken),
+                "r": sorted(self.retry),
+            }
+        )
+
+    @classmethod
+    def parse(cls, raw: str | None) -> IntakeCursor:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(
+            int(data["w"]),
+            frozenset((str(n), int(c)) for n, c in data["t"]),
+            frozenset(str(n) for n in data.get("r", ())),
+        )
+
+
+@dataclass(frozen=True)
+class IntakePlan:
+    ready: tuple[InboxEntry, ...]  # stable new PDFs to take now, oldest first
+    growing: tuple[InboxEntry, ...]  # changed too recently: taken on a later tick
+    deferred: tuple[InboxEntry, ...]  # ready but over this tick's cap
+    refused: tuple[Refusal, ...]  # new entries that will not become documents
+    cursor: IntakeCursor = field(default_factory=IntakeCursor)
+
+
+def scan_inbox(inbox: Path) -> list[InboxEntry]:
+    """List what is directly in the drop folder (hidden and temporary names skipped), without
+    following symbolic links that lead out of it."""
+    entries: list[InboxEntry] = []
+    try:
+        iterator = os.scandir(inbox)
+    except FileNotFoundError:
+        return entries
+    folder = os.path.realpath(inbox)
+    with iterator:
+        for item in iterator:
+            if item.name.startswith(".") or item.name.endswith((".tmp", ".part", ".crdownload")):
+                continue
+            try:
+                entries.append(_entry(item, folder))
+            except FileNotFoundError:
+                continue  # removed while we looked
+            except OSError as error:  # listed on a later tick, as it is not taken
+                log.warning("%s: cannot be listed (%s)", display_name(item.name), error)
+    return entries
+
+
+def _entry(item: os.DirEntry[str], folder: str) -> InboxEntry:
+    if not item.is_symlink():
+        return _make_entry(item.name, item.stat(follow_symlinks=False))
+    target = os.path.realpath(item.path)
+    link = item.stat(follow_symlinks=False)
+    if not is_inside(folder, target):
+        return _make_entry(item.name, link, EntryKind.SYMLINK_OUTSIDE, target)
+    try:
+        followed = _make_entry(item.name, item.stat(follow_symlinks=True), link_target=target)
+    except OSError:  # no target, or a loop of links
+        return _make_entry(item.name, link, EntryKind.BROKEN_SYMLINK, target)
+    # Arrived when the link was made, though its target may be older: the later change time.
+    return replace(followed, ctime_ns=max(followed.ctime_ns, link.st_ctime_ns))
+
+
+def _make_entry(
+    name: str, status: os.stat_result, kind: EntryKind | None = None, link_target: str = ""
+) -> InboxEntry:
+    if kind is None:
+        kind = (
+            EntryKind.FILE
+            if stat.S_ISREG(status.st_mode)
+            else EntryKind.FOLDER
+            if stat.S_ISDIR(status.st_mode)
+            else EntryKind.SPECIAL
+        )
+    return InboxEntry(
+        name, status.st_size, status.st_mtime_ns, status.st_ctime_ns, kind, link_target
+    )
+
+
+def is_inside(folder: str, path: str) -> bool:
+    """Whether resolved `path` lies inside resolved `folder` (not the folder itself)."""
+    return path != folder and os.path.commonpath([folder, path]) == folder
+
+
+def plan_intake(
+    entries: Iterable[InboxEntry],
+    cursor: IntakeCursor,
+    now_ns: int,
+    settle_seconds: float,
+    max_files: int,
+) -> IntakePlan:
+    """Split what arrived since `cursor` into ready, growing, over-cap and refused entries.
+
+    A file is ready once it has not changed for `settle_seconds`, so a file still being copied in
+    is never read half-written. The new cursor never passes a file that is still waiting.
+    """
+    settle_ns = int(settle_seconds * 1e9)
+    arrived = sorted(
+        (
+            entry
+            for entry in entries
+            if entry.name in cursor.retry
+            or (
+                entry.ctime_ns >= cursor.watermark_ns
+                and (entry.name, entry.ctime_ns) not in cursor.taken
+            )
+        ),
+        key=lambda entry: (entry.ctime_ns, entry.name),
+    )
+    refused_at = datetime.fromtimestamp(now_ns / 1e9, UTC)
+    refused: list[tuple[InboxEntry, Refusal]] = []
+    pdfs: list[InboxEntry] = []
+    for entry in arrived:
+        refusal = _refusal(entry)
+        if refusal is not None:
+            reason, message = refusal
+            record = Refusal(
+                file_name=display_name(entry.name),
+                reason=reason,
+                message=message,
+                refused_at=refused_at,
+            )
+            refused.append((entry, record))
+        elif entry.kind is EntryKind.FILE:
+            pdfs.append(entry)
+    stable = [entry for entry in pdfs if now_ns - entry.changed_ns >= settle_ns]
+    growing = tuple(entry for entry in pdfs if now_ns - entry.changed_ns < settle_ns)
+    ready, deferred = tuple(stable[:max_files]), tuple(stable[max_files:])
+
+    # The watermark stays `settle_seconds` behind `now_ns` (taken before the folder was listed),
+    # so a file whose rename raced with the listing still lies above it on the next tick.
+    waiting = growing + deferred
+    watermark = min([entry.ctime_ns for entry in waiting] + [now_ns - settle_ns])
+    watermark = max(watermark, cursor.watermark_ns)
+    done = ready + tuple(entry for entry, _ in refused)
+    taken = {(name, ctime) for name, ctime in cursor.taken if ctime >= watermark}
+    taken |= {(entry.name, entry.ctime_ns) for entry in done if entry.ctime_ns >= watermark}
+    return IntakePlan(
+        ready,
+        growing,
+        deferred,
+        tuple(refusal for _, refusal in refused),
+        IntakeCursor(watermark, frozenset(taken)),
+    )
+
+
+def _refusal(entry: InboxEntry) -> tuple[RefusalReason, str] | None:
+    is_pdf_name = entry.name.lower().endswith(PDF_SUFFIX)
+    if entry.kind is EntryKind.FOLDER:
+        return (RefusalReason.FOLDER, FOLDER_MESSAGE) if is_pdf_name else None
+    if not is_pdf_name:
+        return RefusalReason.NOT_A_PDF_NAME, "the name does not end in .pdf"
+    if entry.kind is EntryKind.SYMLINK_OUTSIDE:
+        return RefusalReason.SYMLINK_OUTSIDE_INBOX, outside_message(entry.link_target)
+    if entry.kind is EntryKind.BROKEN_SYMLINK:
+        target = display_name(entry.link_target)
+        return RefusalReason.BROKEN_SYMLINK, f"a symbolic link to {target}, which cannot be opened"
+    if entry.kind is EntryKind.SPECIAL:
+        return RefusalReason.NOT_A_REGULAR_FILE, SPECIAL_MESSAGE
+    return None
+
+
+class InboxFileChanged(Exception):
+    """The file is not the one listed, or changed while it was read: it is taken later."""
+
+
+class InboxFileRefused(Exception):
+    """The file must not be read (see `RefusalReason`)."""
+
+    def __init__(self, reason: RefusalReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def read_inbox_file(inbox: Path, entry: InboxEntry, max_bytes: int) -> bytes:
+    """The bytes of a listed file, read through one descriptor.
+
+    Raises `InboxFileRefused` for what must not be read (a link that now leads out of the folder,
+    not a regular file, more than `max_bytes`: refused unread), `InboxFileChanged` when the file
+    is not the one listed or changed while it was read, and the system's `OSError` otherwise
+    (`FileNotFoundError` when it was removed, `PermissionError` when it may not be read).
+    """
+    target = os.path.realpath(inbox / entry.name)
+    if not is_inside(os.path.realpath(inbox), target):
+        raise InboxFileRefused(RefusalReason.SYMLINK_OUTSIDE_INBOX, outside_message(target))
+    try:
+        # O_NOFOLLOW: a link swapped in after realpath is not followed; O_NONBLOCK: a pipe swapped
+        # in does not block the tick.
+        descriptor = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InboxFileChanged("it was replaced by a symbolic link") from error
+        raise
+    try:
+        before = os.fstat(descriptor)
+        if stat.S_ISDIR(before.st_mode):
+            raise InboxFileRefused(RefusalReason.FOLDER, FOLDER_MESSAGE)
+        if not stat.S_ISREG(before.st_mode):
+            raise InboxFileRefused(RefusalReason.NOT_A_REGULAR_FILE, SPECIAL_MESSAGE)
+        if (before.st_size, before.st_mtime_ns) != (entry.size_bytes, entry.mtime_ns):
+            raise InboxFileChanged(
+                f"it changed after it was listed ({entry.size_bytes:,} -> {before.st_size:,} bytes)"
+            )
+        if before.st_size > max_bytes:
+            raise InboxFileRefused(
+                RefusalReason.TOO_LARGE,
+                f"the file is {before.st_size:,} bytes; the limit is {max_bytes:,} "
+                "(EXTRACTION_MAX_BYTES): it was not read",
+            )
+        data = _read_at_most(descriptor, max_bytes + 1)
+        after = os.fstat(descriptor)
+    finally:
+        os.close(descriptor)
+    if len(data) != before.st_size or (after.st_size, after.st_mtime_ns) != (
+        before.st_size,
+        before.st_mtime_ns,
+    ):
+        raise InboxFileChanged(
+            f"it changed while it was read ({before.st_size:,} -> {after.st_size:,} bytes)"
+        )
+    return data
+
+
+def _read_at_most(descriptor: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(descriptor, min(_READ_CHUNK, remaining))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,140 @@
+"""Reading `DocumentFacts` out of Dagster's run and event-log storage (Postgres)."""
+
+from collections.abc import Collection, Sequence
+
+import dagster as dg
+
+from extraction_pipeline.core.operations.lifecycle import AssetState, DocumentFacts
+from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
+from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
+
+PARTITION_TAG = "dagster/partition"
+_STATES = {
+    dg.AssetPartitionStatus.MATERIALIZED: AssetState.MATERIALIZED,
+    dg.AssetPartitionStatus.FAILED: AssetState.FAILED,
+    dg.AssetPartitionStatus.IN_PROGRESS: AssetState.IN_PROGRESS,
+}
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+WAITING = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED}
+
+
+def all_document_keys(instance: dg.DagsterInstance) -> list[str]:
+    return list(instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
+
+
+def document_facts(
+    instance: dg.DagsterInstance,
+    keys: Sequence[str],
+    review_keys: Collection[str] = (),
+    ordered_keys: Sequence[str] | None = None,
+) -> list[DocumentFacts]:
+    """Facts for `keys`. Attempt counts and retryability are read only for failed documents,
+    so the cost grows with what failed, not with the corpus."""
+    if not keys:
+        return []
+    source = _states(instance, SOURCE_KEY, keys)
+    extraction = _states(instance, EXTRACTION_KEY, keys)
+    in_progress = [k for k in keys if AssetState.IN_PROGRESS in (source[k], extraction[k])]
+    queued = (
+        waiting_documents(instance, ordered_keys or all_document_keys(instance))
+        if in_progress
+        else set()
+    )
+    facts = []
+    for key in keys:
+        attempts, retryable = 0, None
+        if extraction[key] is AssetState.FAILED:
+            attempts, retryable = extraction_attempts(instance, key)
+        facts.append(
+            DocumentFacts(
+                document_key=key,
+                source=source[key],
+                extraction=extraction[key],
+                attempts=attempts,
+                last_error_retryable=retryable,
+                needs_review=key in review_keys,
+                queued=key in queued,
+            )
+        )
+    return facts
+
+
+def _states(
+    instance: dg.DagsterInstance, asset: dg.AssetKey, keys: Sequence[str]
+) -> dict[str, AssetState]:
+    statuses = instance.get_status_by_partition(asset, keys, documents_partitions) or {}
+    return {key: _STATES.get(statuses.get(key), AssetState.MISSING) for key in keys}  # type: ignore[arg-type]
+
+
+def extraction_attempts(instance: dg.DagsterInstance, key: str) -> tuple[int, bool | None]:
+    """How many runs planned an extraction of `key`, and whether its latest failure is worth
+    retrying (None when the latest run recorded no outcome, e.g. its worker died)."""
+    planned = instance.get_event_records(
+        dg.EventRecordsFilter(
+            event_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            asset_key=EXTRACTION_KEY,
+            asset_partitions=[key],
+        ),
+        limit=1000,
+    )
+    if not planned:
+        return 0, None
+    latest_run = planned[0].run_id
+    observations = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=EXTRACTION_KEY, asset_partitions=[key]), limit=1
+    ).records
+    if not observations or observations[0].run_id != latest_run:
+        return len(planned), None
+    retryable = observations[0].asset_observation.metadata.get("retryable")  # type: ignore[union-attr]
+    return len(planned), None if retryable is None else bool(retryable.value)
+
+
+def run_document_keys(run: dg.DagsterRun, ordered_keys: Sequence[str]) -> list[str]:
+    """The documents a run covers: its partition tag, or its range in partition order."""
+    if PARTITION_TAG in run.tags:
+        return [run.tags[PARTITION_TAG]]
+    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    if start is None or end is None or start not in ordered_keys or end not in ordered_keys:
+        return []
+    first, last = ordered_keys.index(start), ordered_keys.index(end)
+    return list(ordered_keys[first : last + 1])
+
+
+def waiting_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) -> set[str]:
+    runs = instance.get_runs(dg.RunsFilter(statuses=list(WAITING)))
+    return {key for run in runs for key in run_document_keys(run, ordered_keys)}
+
+
+def busy_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) -> set[str]:
+    """Documents of every run not finished yet, queued ones included."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED))
+    return {key for run in runs for key in run_document_keys(run, ordered_keys)}
+
+
+def attempted_documents(
+    instance: dg.DagsterInstance,
+    keys: Sequence[str],
+    assets: Sequence[dg.AssetKey] = (SOURCE_KEY, EXTRACTION_KEY),
+) -> set[str]:
+    """The documents among `keys` that some run planned (for any of `assets`): one indexed query
+    per thousand keys and asset, instead of decoding the status of every partition."""
+    attempted: set[str] = set()
+    for start in range(0, len(keys), 1000):
+        chunk = list(keys[start : start + 1000])
+        for asset in assets:
+            records = instance.get_event_records(
+                dg.EventRecordsFilter(
+                    event_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+                    asset_key=asset,
+                    asset_partitions=chunk,
+                )
+            )
+            attempted.update(r.partition_key for r in records if r.partition_key is not None)
+    return attempted
