@@ -53,9 +53,10 @@ from extraction_pipeline.core.model.agent import extract_many
 from extraction_pipeline.core.model.types import DocumentInput
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.core.tables.refresh import TableSet, refresh_tables
+from extraction_pipeline.core.tables.layout import TableSet
+from extraction_pipeline.core.tables.refresh import refresh_tables
 from extraction_pipeline.definitions import build_definitions
-from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline.instance.names import RANGE_END_TAG, RANGE_START_TAG
 
 REFRESH_BATCH = 25
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

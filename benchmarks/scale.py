@@ -285,7 +285,8 @@ def stage_refresh(ctx: dict[str, Any]) -> dict[str, Any]:
     from extraction_pipeline.core.extraction.records import CallSummary, ExtractionRecord
     from extraction_pipeline.core.extraction.schemas import Invoice
     from extraction_pipeline.core.store import LocalObjectStore
-    from extraction_pipeline.core.tables.refresh import FeedPosition, TableSet, refresh_tables
+    from extraction_pipeline.core.tables.layout import TableSet
+    from extraction_pipeline.core.tables.refresh import FeedPosition, refresh_tables
 
     call = CallSummary(
         model="gpt-4.1-mini",
@@ -359,7 +360,7 @@ def stage_refresh(ctx: dict[str, Any]) -> dict[str, Any]:
 
 def stage_event_log(ctx: dict[str, Any]) -> dict[str, Any]:
     from extraction_pipeline.definitions import build_definitions
-    from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+    from extraction_pipeline.instance.names import RANGE_END_TAG, RANGE_START_TAG
 
     os.environ["OPENAI_API_KEY"] = API_KEY
     keys = ctx["keys"][:RUN_DOCUMENTS]

@@ -14,7 +14,7 @@ from extraction_pipeline.defs.table_assets import build_table_assets
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    tables = build_table_assets(settings.extraction.schema)
+    tables = build_table_assets(settings.extraction.schema_ref)
     return dg.Definitions(
         assets=[build_document_assets(settings.extraction), tables, dead_letters_asset],
         asset_checks=[invoice_checks],
@@ -32,11 +32,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             ),
         ],
         resources={
-            "document_store": DocumentStoreResource(
-                data_dir=str(settings.data_dir),
-                max_pages=settings.pdf_limits.max_pages,
-                max_bytes=settings.pdf_limits.max_bytes,
-            ),
+            "document_store": DocumentStoreResource.from_settings(settings),
             "extraction_agent": ExtractionAgentResource.from_settings(settings.extraction),
         },
         # Steps run inside the run's process: a run is already one process per batch of

@@ -91,16 +91,15 @@ def pipeline_settings(
     settings: Settings, model_simulator: SimulatorControl, monkeypatch: pytest.MonkeyPatch
 ) -> Settings:
     """`settings` with extraction pointed at the model simulator (the API key from the env)."""
-    from dataclasses import replace
-
     from extraction_pipeline_tests.simulator_fixture import TEST_API_KEY
 
     monkeypatch.setenv("OPENAI_API_KEY", TEST_API_KEY)
-    extraction = replace(
-        settings.extraction,
-        base_url=model_simulator.base_url,
-        max_retries=1,
-        timeout_seconds=10,
-        step_retry_delay_seconds=0.2,
+    extraction = settings.extraction.model_copy(
+        update={
+            "base_url": model_simulator.base_url,
+            "max_retries": 1,
+            "timeout_seconds": 10,
+            "step_retry_delay_seconds": 0.2,
+        }
     )
-    return replace(settings, extraction=extraction)
+    return settings.model_copy(update={"extraction": extraction})

@@ -29,19 +29,20 @@ from extraction_pipeline.core.operations.lifecycle import contiguous_batches
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.definitions import build_definitions
-from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, MAX_DOCUMENTS_PER_RUN
+from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.run_sensors import settle_run
-from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
-from extraction_pipeline.instance.run_launcher import WORKER_HOST_TAG
+from extraction_pipeline.instance.document_runs import DocumentsRun
+from extraction_pipeline.instance.names import (
+    DOCUMENTS_PARTITIONS_NAME,
+    TABLE_KEYS,
+    TRIGGER_TAG,
+    WORKER_HOST_TAG,
+)
 
 log = logging.getLogger(__name__)
 # The runs' console logger (Dagster's default) set to CRITICAL: the CLI prints its own progress
 # and summary; every event still goes to the event log.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-
-TABLE_KEYS = [
-    dg.AssetKey(name) for name in ("documents", "invoices", "invoice_line_items", "review_queue")
-]
 
 
 @dataclass
@@ -120,13 +121,13 @@ def ingest(
     done = 0
     bar = _Progress(len(readable) + len(unreadable), progress)
     for job_name, batch in plan:
-        tags = {"extraction_pipeline/trigger": "ingest", WORKER_HOST_TAG: socket.gethostname()}
-        if len(batch) > 1:
-            tags.update({RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]})
+        run = DocumentsRun(
+            job_name, batch, {TRIGGER_TAG: "ingest", WORKER_HOST_TAG: socket.gethostname()}
+        )
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance,
-            partition_key=batch[0] if len(batch) == 1 else None,
-            tags=tags,
+            partition_key=run.partition_key,
+            tags=run.run_tags,
             raise_on_error=False,
             run_config=run_config,
         )
@@ -140,7 +141,10 @@ def ingest(
         _count(summary, key, records.load(key), set(summary.run_ids))
     tables = defs.resolve_implicit_global_asset_job_def()
     tables.execute_in_process(
-        instance=instance, asset_selection=TABLE_KEYS, raise_on_error=False, run_config=run_config
+        instance=instance,
+        asset_selection=list(TABLE_KEYS),
+        raise_on_error=False,
+        run_config=run_config,
     )
     bar.close()
     summary.wall_seconds = round(time.monotonic() - started, 2)

@@ -187,7 +187,7 @@ def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
             f"  model endpoint {model_endpoint(env)}",
             f"  model          {environment.settings.extraction.model} "
             f"({environment.settings.extraction.api_mode} API, schema "
-            f"{environment.settings.extraction.schema})",
+            f"{environment.settings.extraction.schema_ref})",
             "  Ctrl-C stops everything started here.",
         )
         if simulator is not None:

@@ -63,14 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args.count)
     if args.command in ("history", "status", "ingest"):
-        from extraction_pipeline.cli import commands
+        from extraction_pipeline.cli import commands as operations
 
-        with commands.library_noise_to_log(args.verbose):
+        with operations.library_noise_to_log(args.verbose):
             if args.command == "history":
-                return commands.history(args.document, args.json)
+                return operations.history(args.document, args.json)
             if args.command == "status":
-                return commands.status(args.json)
-            return commands.ingest(args.paths, args.json, args.verbose)
+                return operations.status(args.json)
+            return operations.ingest(args.paths, args.json, args.verbose)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -1,46 +1,92 @@
-"""Deployment settings, declared once and read from the environment when asked, never at import."""
+"""Deployment settings, each declared once: name, type, default, bounds, environment variable and
+description on one field. `from_env` reads them when asked, never at import; the Dagster
+resource inherits the extraction fields, so the UI shows the same declarations.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from extraction_pipeline.core.documents.pdf import PdfLimits
 from extraction_pipeline.core.model.config import DEFAULT_MODEL, AgentConfig
-from extraction_pipeline.core.model.costs import load_price_table
+from extraction_pipeline.core.model.costs import InvalidPriceTable, load_price_table
+from extraction_pipeline.core.model.types import ApiMode, InputMode
+
+# Defaults of the agent's own knobs, so a deployment default is the agent's default.
+_AGENT = AgentConfig()
 
 
 class SettingsError(ValueError):
     """An environment variable holds a value the pipeline cannot use."""
 
 
-@dataclass(frozen=True)
-class ExtractionSettings:
+def setting(env: str, default: Any, description: str, **bounds: Any) -> Any:
+    """A field read from the environment variable `env` (unset or empty: `default`)."""
+    return Field(
+        default, description=f"{description} ({env})", json_schema_extra={"env": env}, **bounds
+    )
+
+
+class _FromEnv(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def env_values(cls, env: Mapping[str, str]) -> dict[str, str]:
+        """The raw values of this class's fields that the environment sets."""
+        values = {}
+        for name, field in cls.model_fields.items():
+            variable = (field.json_schema_extra or {}).get("env")  # type: ignore[union-attr]
+            if isinstance(variable, str) and env.get(variable):
+                values[name] = env[variable]
+        return values
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **values: Any) -> Any:
+        try:
+            return cls.model_validate({**cls.env_values(env), **values})
+        except ValidationError as error:
+            raise SettingsError(_explain(cls, error)) from None
+
+
+class ExtractionSettings(_FromEnv):
     """How documents are extracted: model, schema, concurrency and limits."""
 
-    model: str = DEFAULT_MODEL
-    api_mode: str = "responses"
-    input_mode: str = "auto"
-    schema: str = "invoice"
-    base_url: str | None = None
-    max_concurrency: int = 8
-    rpm: int = 0
-    tpm: int = 0
-    timeout_seconds: float = 120.0
-    max_retries: int = 4
-    prices: str | None = None
-    step_retry_delay_seconds: float = 15.0
+    model: str = setting("EXTRACTION_MODEL", DEFAULT_MODEL, "Model name")
+    api_mode: ApiMode = setting("EXTRACTION_API", "responses", "responses or chat")
+    input_mode: InputMode = setting("EXTRACTION_INPUT", "auto", "auto, text, pdf or images")
+    schema_ref: str = setting("EXTRACTION_SCHEMA", "invoice", "'invoice' or 'package.module:Model'")
+    base_url: str | None = setting("OPENAI_BASE_URL", None, "An OpenAI-compatible endpoint")
+    max_concurrency: int = setting(
+        "EXTRACTION_MAX_CONCURRENCY", _AGENT.max_concurrency, "Calls in flight per pool slot", ge=1
+    )
+    rpm: int = setting("EXTRACTION_RPM", 0, "Requests per minute per pool slot; 0: no limit", ge=0)
+    tpm: int = setting("EXTRACTION_TPM", 0, "Tokens per minute per pool slot; 0: no limit", ge=0)
+    timeout_seconds: float = setting(
+        "EXTRACTION_TIMEOUT", _AGENT.timeout_seconds, "Seconds per model call", gt=0
+    )
+    max_retries: int = setting(
+        "EXTRACTION_MAX_RETRIES", _AGENT.max_retries, "Agent retries of a transient failure", ge=0
+    )
+    prices: str | None = setting("EXTRACTION_PRICES", None, "Price table: JSON or a file path")
+    step_retry_delay_seconds: float = setting(
+        "EXTRACTION_STEP_RETRY_DELAY", 15.0, "Base delay of the step retries", ge=0
+    )
     # On a stop (Ctrl-C of `dev`, run termination), calls already sent get this long to answer,
     # so what was paid for is stored; the rest are not sent.
-    stop_grace_seconds: float = 15.0
+    stop_grace_seconds: float = setting(
+        "EXTRACTION_STOP_GRACE_SECONDS", 15.0, "Seconds in-flight calls get on a stop", ge=0
+    )
 
     def agent_config(self, api_key: str | None) -> AgentConfig:
         return AgentConfig(
             model=self.model,
-            api_mode=self.api_mode,  # type: ignore[arg-type]  # validated by AgentConfig
-            input_mode=self.input_mode,  # type: ignore[arg-type]
+            api_mode=self.api_mode,
+            input_mode=self.input_mode,
             base_url=self.base_url,
             api_key=api_key,
             max_concurrency=self.max_concurrency,
@@ -52,111 +98,102 @@ class ExtractionSettings:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ExtractionSettings:
-        settings = cls(
-            model=env.get("EXTRACTION_MODEL") or DEFAULT_MODEL,
-            api_mode=env.get("EXTRACTION_API") or "responses",
-            input_mode=env.get("EXTRACTION_INPUT") or "auto",
-            schema=env.get("EXTRACTION_SCHEMA") or "invoice",
-            base_url=env.get("OPENAI_BASE_URL") or None,
-            max_concurrency=_int(env, "EXTRACTION_MAX_CONCURRENCY", 8, minimum=1),
-            rpm=_int(env, "EXTRACTION_RPM", 0),
-            tpm=_int(env, "EXTRACTION_TPM", 0),
-            timeout_seconds=_float(env, "EXTRACTION_TIMEOUT", 120.0),
-            max_retries=_int(env, "EXTRACTION_MAX_RETRIES", 4),
-            prices=env.get("EXTRACTION_PRICES") or None,
-            step_retry_delay_seconds=_float(env, "EXTRACTION_STEP_RETRY_DELAY", 15.0),
-            stop_grace_seconds=_float(env, "EXTRACTION_STOP_GRACE_SECONDS", 15.0),
-        )
+    def from_env(cls, env: Mapping[str, str], **values: Any) -> ExtractionSettings:
+        settings: ExtractionSettings = super().from_env(env, **values)
         try:
-            settings.agent_config(api_key=None)
-        except ValueError as error:
-            raise SettingsError(f"extraction settings: {error}") from error
+            load_price_table(settings.prices)
+        except InvalidPriceTable as error:
+            raise SettingsError(f"EXTRACTION_PRICES: {error}") from error
         return settings
 
 
-@dataclass(frozen=True)
-class OperationsSettings:
+class OperationsSettings(_FromEnv):
     """Schedules, retries, dead letters and notifications."""
 
-    nightly_cron: str = "0 2 * * *"
-    retry_cron: str = "0 * * * *"
-    timezone: str = "UTC"
-    max_attempts: int = 3
-    max_runs_per_tick: int = 20
-    webhook_url: str | None = None
-    notify_success: bool = False
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> OperationsSettings:
-        return cls(
-            nightly_cron=env.get("EXTRACTION_NIGHTLY_CRON") or "0 2 * * *",
-            retry_cron=env.get("EXTRACTION_RETRY_CRON") or "0 * * * *",
-            timezone=env.get("EXTRACTION_TIMEZONE") or "UTC",
-            max_attempts=_int(env, "EXTRACTION_MAX_ATTEMPTS", 3, minimum=1),
-            max_runs_per_tick=_int(env, "EXTRACTION_SCHEDULE_MAX_RUNS", 20, minimum=1),
-            webhook_url=env.get("EXTRACTION_WEBHOOK_URL") or None,
-            notify_success=(env.get("EXTRACTION_NOTIFY_SUCCESS") or "").lower()
-            in ("1", "true", "yes"),
-        )
+    nightly_cron: str = setting("EXTRACTION_NIGHTLY_CRON", "0 2 * * *", "When nightly_intake runs")
+    retry_cron: str = setting("EXTRACTION_RETRY_CRON", "0 * * * *", "When retry_failed runs")
+    timezone: str = setting("EXTRACTION_TIMEZONE", "UTC", "Timezone of both schedules")
+    max_attempts: int = setting("EXTRACTION_MAX_ATTEMPTS", 3, "Attempts before a dead letter", ge=1)
+    max_runs_per_tick: int = setting(
+        "EXTRACTION_SCHEDULE_MAX_RUNS", 20, "Runs a schedule tick may launch", ge=1
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        description="Where dead letters are POSTed (EXTRACTION_WEBHOOK_URL); may hold a token, "
+        "so it is never logged or shown",
+        json_schema_extra={"env": "EXTRACTION_WEBHOOK_URL"},
+        repr=False,
+    )
+    notify_success: bool = setting("EXTRACTION_NOTIFY_SUCCESS", False, "Also POST successful runs")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(_FromEnv):
     """Where documents come from and go, and how intake behaves. See README, "Configuration"."""
 
-    data_dir: Path
-    inbox: Path
-    sensor_interval_seconds: int = 5
-    sensor_max_files: int = 200
-    settle_seconds: float = 1.0
-    pdf_limits: PdfLimits = field(default_factory=PdfLimits)
-    extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
-    operations: OperationsSettings = field(default_factory=OperationsSettings)
-    tables_interval_seconds: int = 10
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    data_dir: Path = setting("EXTRACTION_DATA_DIR", Path("data"), "Root of the stored data")
+    inbox: Path = setting("EXTRACTION_INBOX", None, "The drop folder; default: <data dir>/inbox")
+    sensor_interval_seconds: int = setting(
+        "EXTRACTION_SENSOR_INTERVAL", 5, "Seconds between sensor ticks", ge=1
+    )
+    sensor_max_files: int = setting(
+        "EXTRACTION_SENSOR_MAX_FILES", 200, "Files taken per sensor tick", ge=1
+    )
+    settle_seconds: float = setting(
+        "EXTRACTION_SETTLE_SECONDS", 1.0, "Seconds a file must be unchanged before it is read", ge=0
+    )
+    max_bytes: int = setting("EXTRACTION_MAX_BYTES", PdfLimits.max_bytes, "Largest file", ge=1)
+    max_pages: int = setting("EXTRACTION_MAX_PAGES", PdfLimits.max_pages, "Longest PDF", ge=1)
+    tables_interval_seconds: int = setting(
+        "EXTRACTION_TABLES_INTERVAL", 10, "Seconds between table-automation evaluations", ge=1
+    )
+    extraction: ExtractionSettings = ExtractionSettings()
+    operations: OperationsSettings = OperationsSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inbox_in_data_dir(cls, values: Any) -> Any:
+        if isinstance(values, dict) and not values.get("inbox"):
+            values = {**values, "inbox": Path(values.get("data_dir") or "data") / "inbox"}
+        return values
+
+    @field_validator("data_dir", "inbox")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.absolute()
+
+    @property
+    def pdf_limits(self) -> PdfLimits:
+        return PdfLimits(max_bytes=self.max_bytes, max_pages=self.max_pages)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, **values: Any) -> Settings:
         env = os.environ if env is None else env
-        data_dir = Path(env.get("EXTRACTION_DATA_DIR") or "data").absolute()
-        inbox = Path(env.get("EXTRACTION_INBOX") or data_dir / "inbox").absolute()
-        return cls(
-            data_dir=data_dir,
-            inbox=inbox,
-            sensor_interval_seconds=_int(env, "EXTRACTION_SENSOR_INTERVAL", 5, minimum=1),
-            sensor_max_files=_int(env, "EXTRACTION_SENSOR_MAX_FILES", 200, minimum=1),
-            settle_seconds=_float(env, "EXTRACTION_SETTLE_SECONDS", 1.0),
+        settings: Settings = super().from_env(
+            env,
             extraction=ExtractionSettings.from_env(env),
             operations=OperationsSettings.from_env(env),
-            tables_interval_seconds=_int(env, "EXTRACTION_TABLES_INTERVAL", 10, minimum=1),
-            pdf_limits=PdfLimits(
-                max_bytes=_int(env, "EXTRACTION_MAX_BYTES", PdfLimits.max_bytes, minimum=1),
-                max_pages=_int(env, "EXTRACTION_MAX_PAGES", PdfLimits.max_pages, minimum=1),
-            ),
+            **values,
         )
+        return settings
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
-    return value
+def declared_variables() -> dict[str, str]:
+    """Every environment variable a setting reads, with its description (for docs and tests)."""
+    variables = {}
+    for model in (Settings, ExtractionSettings, OperationsSettings):
+        for field in model.model_fields.values():
+            variable = (field.json_schema_extra or {}).get("env")  # type: ignore[union-attr]
+            if isinstance(variable, str):
+                variables[variable] = field.description or ""
+    return variables
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name} must not be negative, not {value}")
-    return value
+def _explain(model: type[BaseModel], error: ValidationError) -> str:
+    """The first problem, named by its environment variable."""
+    problem = error.errors()[0]
+    name = str(problem["loc"][0]) if problem["loc"] else ""
+    field = model.model_fields.get(name)
+    variable = (field.json_schema_extra or {}).get("env") if field else None  # type: ignore[union-attr]
+    return f"{variable or name}: {problem['msg']}, not {problem.get('input')!r}"

@@ -7,7 +7,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from extraction_pipeline.core.extraction.validation import Check
-from extraction_pipeline.core.tables.refresh import table_name
+from extraction_pipeline.core.tables.layout import RECORDS_TABLE, REVIEW_QUEUE_TABLE, table_path
 from extraction_pipeline.defs.resources import DocumentStoreResource
 
 CHECK_DESCRIPTIONS = {
@@ -20,7 +20,7 @@ CHECK_DESCRIPTIONS = {
 
 @dg.multi_asset_check(
     specs=[
-        dg.AssetCheckSpec(check.value, asset="invoices", description=description)
+        dg.AssetCheckSpec(check.value, asset=RECORDS_TABLE, description=description)
         for check, description in CHECK_DESCRIPTIONS.items()
     ],
     can_subset=False,
@@ -30,7 +30,7 @@ def invoice_checks(document_store: DocumentStoreResource) -> Iterator[dg.AssetCh
     store = document_store.object_store()
     try:
         table = pq.read_table(
-            io.BytesIO(store.get(table_name("review_queue"))),
+            io.BytesIO(store.get(table_path(REVIEW_QUEUE_TABLE))),
             columns=["document_key", "checks_failed"],
         )
     except FileNotFoundError:
@@ -41,7 +41,7 @@ def invoice_checks(document_store: DocumentStoreResource) -> Iterator[dg.AssetCh
         failing = [r["document_key"] for r in rows if check.value in (r["checks_failed"] or "")]
         yield dg.AssetCheckResult(
             check_name=check.value,
-            asset_key=dg.AssetKey("invoices"),
+            asset_key=dg.AssetKey(RECORDS_TABLE),
             passed=not failing,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={

@@ -25,17 +25,24 @@ from extraction_pipeline.core.extraction.stream import (
 )
 from extraction_pipeline.core.extraction.validation import ValidationPolicy
 from extraction_pipeline.core.settings import ExtractionSettings
-from extraction_pipeline.core.tables.layout import record_layouts
-from extraction_pipeline.core.tables.refresh import TableSet
-from extraction_pipeline.defs.metadata import column_schema, outcome_metadata
-from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY, documents_partitions
+from extraction_pipeline.core.tables.layout import TableSet, record_layouts
+from extraction_pipeline.defs.metadata import column_schema
+from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
 from extraction_pipeline.defs.table_refresh import refresh_from_change_feed
-from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
+from extraction_pipeline.instance.names import (
+    EXTRACTION_KEY,
+    RETRY_ON_STEP_FAILURE_TAG,
+    SOURCE_KEY,
+    documents_partitions,
+)
+from extraction_pipeline.instance.outcomes import (
+    OUTCOME_EVENT_TYPES,
+    outcome_metadata,
+    read_outcomes,
+)
 
 MODEL_POOL = "openai"
-# Dagster's run tag: retry this run even though a step failed (dagster.yaml retries crashes only).
-RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 STEP_RETRIES = 2
 
 SOURCE_DESCRIPTION = """The original PDF of each document, stored content-addressed under the
@@ -62,7 +69,7 @@ class Settled:
 
 
 def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
-    layout = record_layouts(load_schema(settings.schema), "extraction", "line_items").records
+    layout = record_layouts(load_schema(settings.schema_ref), "extraction", "line_items").records
     specs = [
         dg.AssetSpec(
             SOURCE_KEY,
@@ -112,8 +119,8 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
         job = ExtractionJob(
             registry=document_store.registry(),
             records=document_store.records(),
-            schema=extraction_agent.schema(),
-            config=extraction_agent.agent_config(),
+            schema=extraction_agent.output_schema(),
+            config=extraction_agent.agent_config_with_key(),
             policy=ValidationPolicy(),
             pdf_limits=document_store.pdf_limits(),
             run_id=context.run.run_id,
@@ -266,25 +273,15 @@ def _settled_in_run(context: dg.AssetExecutionContext) -> Settled:
     """Documents an earlier attempt of this step settled: materialised, or failed for good.
     Transient failures are tried again."""
     records = context.instance.get_records_for_run(
-        context.run.run_id,
-        of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION},
+        context.run.run_id, of_type=set(OUTCOME_EVENT_TYPES)
     ).records
     settled = Settled()
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        if event is None or event.partition is None:
-            continue
-        target = {SOURCE_KEY: settled.source, EXTRACTION_KEY: settled.extraction}.get(
-            event.asset_key  # type: ignore[arg-type]
-        )
-        if target is None:
-            continue
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            target[event.partition] = ""
-            continue
-        metadata = event.event_specific_data.asset_observation.metadata  # type: ignore[union-attr]
-        if not metadata.get("retryable", dg.MetadataValue.bool(True)).value:
-            target[event.partition] = str(metadata["error_message"].value)
+    for outcome in read_outcomes(records):
+        target = settled.source if outcome.asset_key == SOURCE_KEY else settled.extraction
+        if outcome.materialized:
+            target[outcome.document_key] = ""
+        elif outcome.retryable is False:
+            target[outcome.document_key] = outcome.error_message or ""
     return settled
 
 

@@ -1,10 +1,6 @@
-"""One partition per document: the key is `<file-name slug>-<12 hex of its SHA-256>`."""
+"""How many documents a run takes (the partitions themselves are named in instance.names)."""
 
 import dagster as dg
-
-DOCUMENTS_PARTITIONS_NAME = "documents"
-
-documents_partitions = dg.DynamicPartitionsDefinition(name=DOCUMENTS_PARTITIONS_NAME)
 
 # Runs over many documents (UI backfills, sensor batches, schedules) take at most this many per
 # run: a run's process start-up costs ~2 s of CPU, so fewer, larger runs keep the overhead per

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -14,16 +14,30 @@ from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.extraction.records import RecordStore
 from extraction_pipeline.core.extraction.schemas import load_schema
 from extraction_pipeline.core.model.config import AgentConfig
-from extraction_pipeline.core.settings import ExtractionSettings
+from extraction_pipeline.core.settings import ExtractionSettings, Settings
 from extraction_pipeline.core.store import LocalObjectStore, ObjectStore
+
+API_KEY_VARIABLE = "OPENAI_API_KEY"
 
 
 class DocumentStoreResource(dg.ConfigurableResource):
     """Where originals, registrations, records and tables are stored (EXTRACTION_DATA_DIR)."""
 
-    data_dir: str = Field(description="Root of the stored data (EXTRACTION_DATA_DIR).")
-    max_pages: int = Field(default=PdfLimits.max_pages, description="EXTRACTION_MAX_PAGES")
-    max_bytes: int = Field(default=PdfLimits.max_bytes, description="EXTRACTION_MAX_BYTES")
+    data_dir: str = Field(description=Settings.model_fields["data_dir"].description)
+    max_pages: int = Field(
+        default=PdfLimits.max_pages, description=Settings.model_fields["max_pages"].description
+    )
+    max_bytes: int = Field(
+        default=PdfLimits.max_bytes, description=Settings.model_fields["max_bytes"].description
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DocumentStoreResource:
+        return cls(
+            data_dir=str(settings.data_dir),
+            max_pages=settings.max_pages,
+            max_bytes=settings.max_bytes,
+        )
 
     def object_store(self) -> ObjectStore:
         return LocalObjectStore(Path(self.data_dir))
@@ -38,48 +52,35 @@ class DocumentStoreResource(dg.ConfigurableResource):
         return PdfLimits(max_bytes=self.max_bytes, max_pages=self.max_pages)
 
 
-class ExtractionAgentResource(dg.ConfigurableResource):
+class ExtractionAgentResource(dg.ConfigurableResource, ExtractionSettings):
     """The model the documents are extracted with, and how hard it may be driven.
 
-    The API key is read from the environment variable named by `api_key_env_var` when a run
-    calls the model, so it is never stored in the definitions, run config or event log, and runs
-    that do not call the model (e.g. `source_job`) do not need it.
+    Its fields are `ExtractionSettings`' (declared once, in core). The API key is bound as
+    `dg.EnvVar("OPENAI_API_KEY")`: Dagster resolves it in the run's process, so the key is never
+    a value in the definitions, run config or event log. Left unset (a keyless deployment on
+    the simulator, or an endpoint that needs none), the agent calls without one.
     """
 
-    model: str = Field(description="EXTRACTION_MODEL")
-    api_mode: str = Field(description="EXTRACTION_API: responses or chat")
-    input_mode: str = Field(description="EXTRACTION_INPUT: auto, text, pdf or images")
-    schema_ref: str = Field(description="EXTRACTION_SCHEMA: 'invoice' or 'package.module:Model'")
-    base_url: str | None = Field(default=None, description="OPENAI_BASE_URL")
-    api_key_env_var: str = Field(
-        default="OPENAI_API_KEY", description="Environment variable holding the API key."
-    )
-    max_concurrency: int = Field(description="EXTRACTION_MAX_CONCURRENCY, per pool slot")
-    rpm: int = Field(default=0, description="EXTRACTION_RPM, per pool slot; 0: unlimited")
-    tpm: int = Field(default=0, description="EXTRACTION_TPM, per pool slot; 0: unlimited")
-    timeout_seconds: float = Field(description="EXTRACTION_TIMEOUT")
-    max_retries: int = Field(description="EXTRACTION_MAX_RETRIES")
-    prices: str | None = Field(default=None, description="EXTRACTION_PRICES: JSON or a path")
-    step_retry_delay_seconds: float = Field(description="EXTRACTION_STEP_RETRY_DELAY")
-    stop_grace_seconds: float = Field(
-        default=15.0, description="EXTRACTION_STOP_GRACE_SECONDS: in-flight calls on a stop"
+    api_key: str | None = Field(
+        default=None, description=f"The model API key, bound as EnvVar({API_KEY_VARIABLE!r})."
     )
 
-    # The fields mirror ExtractionSettings (shown in the UI's resource page), but for `schema`,
-    # a name pydantic models reserve.
     @classmethod
-    def from_settings(cls, settings: ExtractionSettings) -> ExtractionAgentResource:
-        values = dataclasses.asdict(settings)
-        values["schema_ref"] = values.pop("schema")
-        return cls(**values)
+    def from_settings(
+        cls, settings: ExtractionSettings, environ: Mapping[str, str] | None = None
+    ) -> ExtractionAgentResource:
+        environ = os.environ if environ is None else environ
+        key = dg.EnvVar(API_KEY_VARIABLE) if environ.get(API_KEY_VARIABLE) else None
+        return cls(**dict(settings), api_key=key)
 
     def settings(self) -> ExtractionSettings:
-        values = self.model_dump(exclude={"api_key_env_var"})
-        values["schema"] = values.pop("schema_ref")
-        return ExtractionSettings(**values)
+        return ExtractionSettings.model_validate(
+            self.model_dump(include=set(ExtractionSettings.model_fields))
+        )
 
-    def agent_config(self) -> AgentConfig:
-        return self.settings().agent_config(api_key=os.environ.get(self.api_key_env_var))
+    def agent_config_with_key(self) -> AgentConfig:
+        """The agent's configuration, with the API key resolved in this (the run's) process."""
+        return self.settings().agent_config(api_key=self.api_key)
 
-    def schema(self) -> type[BaseModel]:
+    def output_schema(self) -> type[BaseModel]:
         return load_schema(self.schema_ref)

@@ -11,7 +11,6 @@ sensor sees, calls the same `settle_run` after each run. Webhook trouble is logg
 
 import functools
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -20,7 +19,6 @@ from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.operations.dead_letters import (
     DeadLetterStore,
     DocumentFailure,
-    FailureStage,
     RunVerdict,
     judge_run,
 )
@@ -28,18 +26,17 @@ from extraction_pipeline.core.operations.lifecycle import RetryPolicy
 from extraction_pipeline.core.operations.notify import post_json
 from extraction_pipeline.core.settings import OperationsSettings, Settings
 from extraction_pipeline.core.store import ObjectStore
-from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME
 from extraction_pipeline.defs.resources import DocumentStoreResource
-from extraction_pipeline.instance.facts import (
-    busy_documents,
-    extraction_attempts,
-    run_document_keys,
+from extraction_pipeline.instance.document_runs import run_document_keys
+from extraction_pipeline.instance.facts import busy_documents, extraction_attempts
+from extraction_pipeline.instance.names import (
+    DEAD_LETTERS_KEY,
+    DOCUMENTS_PARTITIONS_NAME,
+    EXTRACTION_KEY,
+    SOURCE_KEY,
+    WILL_RETRY_TAG,
 )
-from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
-
-DEAD_LETTERS_KEY = dg.AssetKey("dead_letters")
-WILL_RETRY_TAG = "dagster/will_retry"
-_STAGES: dict[dg.AssetKey, FailureStage] = {SOURCE_KEY: "source", EXTRACTION_KEY: "extraction"}
+from extraction_pipeline.instance.outcomes import OUTCOME_EVENT_TYPES, read_outcomes
 
 dead_letters_asset = dg.AssetSpec(
     DEAD_LETTERS_KEY,
@@ -56,41 +53,23 @@ def run_outcomes(
     instance: dg.DagsterInstance, run_id: str
 ) -> tuple[dict[str, DocumentFailure], set[str]]:
     """Per document of a run: its last failure, and the set of documents it extracted."""
-    records = instance.get_records_for_run(
-        run_id,
-        of_type={dg.DagsterEventType.ASSET_OBSERVATION, dg.DagsterEventType.ASSET_MATERIALIZATION},
-    ).records
+    records = instance.get_records_for_run(run_id, of_type=set(OUTCOME_EVENT_TYPES)).records
     failures: dict[str, DocumentFailure] = {}
     extracted: set[str] = set()
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        if event is None or event.partition is None:
+    for outcome in read_outcomes(records):
+        if outcome.materialized:
+            if outcome.asset_key == EXTRACTION_KEY:
+                extracted.add(outcome.document_key)
             continue
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            if event.asset_key == EXTRACTION_KEY:
-                extracted.add(event.partition)
-            continue
-        stage = _STAGES.get(event.asset_key)  # type: ignore[arg-type]
-        if stage is None:
-            continue
-        metadata = event.event_specific_data.asset_observation.metadata  # type: ignore[union-attr]
-        failures[event.partition] = _failure(stage, metadata)
+        failures[outcome.document_key] = DocumentFailure(
+            stage="source" if outcome.asset_key == SOURCE_KEY else "extraction",
+            error_kind=outcome.error_kind or "",
+            error=outcome.error_message or "",
+            # A failure that does not say is taken as worth retrying (it is not dead yet).
+            retryable=outcome.retryable is not False,
+            file_name=outcome.file_name,
+        )
     return failures, extracted
-
-
-def _failure(stage: FailureStage, metadata: Mapping[str, dg.MetadataValue]) -> DocumentFailure:
-    """A failure observation's metadata (written by `defs.metadata.outcome_metadata`)."""
-
-    def text(name: str) -> str:
-        return str(metadata.get(name, dg.MetadataValue.text("")).value)
-
-    return DocumentFailure(
-        stage=stage,
-        error_kind=text("error_kind"),
-        error=text("error_message"),
-        retryable=bool(metadata.get("retryable", dg.MetadataValue.bool(True)).value),
-        file_name=text("file_name"),
-    )
 
 
 def settle_run(

@@ -19,16 +19,14 @@ from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.jobs import extraction_job, intake_job
 from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.resources import DocumentStoreResource
-from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline.instance.document_runs import DocumentsRun
 from extraction_pipeline.instance.facts import (
     all_document_keys,
     attempted_documents,
     busy_documents,
     extraction_attempts,
 )
-from extraction_pipeline.instance.names import EXTRACTION_KEY
-
-TRIGGER_TAG = "extraction_pipeline/trigger"
+from extraction_pipeline.instance.names import EXTRACTION_KEY, TRIGGER_TAG
 
 
 def batch_run_requests(
@@ -36,18 +34,12 @@ def batch_run_requests(
 ) -> list[dg.RunRequest]:
     """One run per batch of documents adjacent in partition order; the run key carries the tick,
     so evaluating the same tick twice launches nothing new."""
-    requests = []
-    for batch in batches:
-        tags = {TRIGGER_TAG: trigger}
-        run_key = f"{trigger}:{tick}:{batch[0]}..{batch[-1]}"
-        if len(batch) == 1:
-            requests.append(
-                dg.RunRequest(run_key=run_key, job_name=job, partition_key=batch[0], tags=tags)
-            )
-        else:
-            tags.update({RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]})
-            requests.append(dg.RunRequest(run_key=run_key, job_name=job, tags=tags))
-    return requests
+    return [
+        DocumentsRun(job, batch, {TRIGGER_TAG: trigger}).request(
+            f"{trigger}:{tick}:{batch[0]}..{batch[-1]}"
+        )
+        for batch in batches
+    ]
 
 
 def failed_document_facts(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[DocumentFacts]:

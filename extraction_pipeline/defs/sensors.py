@@ -2,6 +2,7 @@
 files that cannot become documents are refused, recorded in the registry and logged."""
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -10,15 +11,10 @@ from extraction_pipeline.core.intake.admission import IntakeDecision, take_docum
 from extraction_pipeline.core.intake.inbox import IntakeCursor, plan_intake, scan_inbox
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.jobs import intake_job, source_job
-from extraction_pipeline.defs.partitions import (
-    DOCUMENTS_PARTITIONS_NAME,
-    MAX_DOCUMENTS_PER_RUN,
-    documents_partitions,
-)
+from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.resources import DocumentStoreResource
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+from extraction_pipeline.instance.document_runs import DocumentsRun
+from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME, documents_partitions
 
 
 def intake_run_requests(decision: IntakeDecision) -> list[dg.RunRequest]:
@@ -26,30 +22,22 @@ def intake_run_requests(decision: IntakeDecision) -> list[dg.RunRequest]:
     order, having been added together): the readable ones through extraction, in runs of at most
     MAX_DOCUMENTS_PER_RUN, the unreadable ones through source_document alone; and a run per
     restored document."""
-    requests: list[dg.RunRequest] = []
-    groups = [
-        (decision.new_keys[start : start + MAX_DOCUMENTS_PER_RUN], intake_job)
+    runs = [
+        DocumentsRun(intake_job.name, decision.new_keys[start : start + MAX_DOCUMENTS_PER_RUN])
         for start in range(0, len(decision.new_keys), MAX_DOCUMENTS_PER_RUN)
     ]
-    groups.append((decision.unreadable_keys, source_job))
-    for keys, job in groups:
-        if len(keys) == 1:
-            requests.append(
-                dg.RunRequest(partition_key=keys[0], run_key=f"intake:{keys[0]}", job_name=job.name)
-            )
-        elif keys:
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"intake:{keys[0]}..{keys[-1]}",
-                    job_name=job.name,
-                    tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
-                )
-            )
+    if decision.unreadable_keys:
+        runs.append(DocumentsRun(source_job.name, decision.unreadable_keys))
+    requests = [run.request(f"intake:{_span(run.keys)}") for run in runs]
     requests += [
-        dg.RunRequest(partition_key=key, run_key=f"intake:{key}:restored", job_name=intake_job.name)
+        DocumentsRun(intake_job.name, [key]).request(f"intake:{key}:restored")
         for key in decision.restored_keys
     ]
     return requests
+
+
+def _span(keys: Sequence[str]) -> str:
+    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
 
 
 def build_inbox_sensor(settings: Settings) -> dg.SensorDefinition:
@@ -87,15 +75,15 @@ def build_inbox_sensor(settings: Settings) -> dg.SensorDefinition:
             limits=document_store.pdf_limits(),
         )
         _log_decision(context, decision)
-        cursor = decision.cursor.serialize()
+        new_cursor = decision.cursor.serialize()
         if not decision.keys_to_add:
-            return dg.SensorResult(skip_reason=decision.summary(), cursor=cursor)
+            return dg.SensorResult(skip_reason=decision.summary(), cursor=new_cursor)
         return dg.SensorResult(
             run_requests=intake_run_requests(decision),
             dynamic_partitions_requests=[
                 documents_partitions.build_add_request(list(decision.keys_to_add))
             ],
-            cursor=cursor,
+            cursor=new_cursor,
         )
 
     return inbox_sensor

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from extraction_pipeline.core.extraction.schemas import load_schema
-from extraction_pipeline.core.tables.refresh import TableSet, table_name
+from extraction_pipeline.core.tables.layout import TableSet, table_path
 from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.defs.table_refresh import refresh_from_change_feed
@@ -20,7 +20,7 @@ _NEW_OUTCOME = dg.AutomationCondition.any_deps_updated().ignore(
     dg.AssetSelection.assets(SOURCE_KEY)
 ) | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.execution_failed().newly_true())
 TABLES_CONDITION = (
-    (dg.AutomationCondition.newly_missing() | _NEW_OUTCOME).since_last_handled()
+    (dg.AutomationCondition.newly_missing() | _NEW_OUTCOME).since_last_handled()  # type: ignore[misc]
     & ~dg.AutomationCondition.in_progress()
 ).with_label("refresh on every new document outcome")
 
@@ -49,7 +49,7 @@ def build_table_assets(schema_ref: str) -> dg.AssetsDefinition:
             metadata={
                 "dagster/column_schema": column_schema(layout),
                 "dagster/column_lineage": _lineage(layout.column_names),
-                "path": f"EXTRACTION_DATA_DIR/{table_name(layout.name)}",
+                "path": f"EXTRACTION_DATA_DIR/{table_path(layout.name)}",
             },
         )
         for layout in tables.all

@@ -10,17 +10,17 @@ from typing import Any
 
 import dagster as dg
 
+from extraction_pipeline.core.tables.layout import TableSet, table_path
 from extraction_pipeline.core.tables.refresh import (
     FeedPosition,
-    TableSet,
     TableSummary,
     read_position,
     refresh_tables,
-    table_name,
 )
 from extraction_pipeline.defs.metadata import markdown_preview
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
+from extraction_pipeline.instance.outcomes import read_outcome
 
 CHANGES_PAGE = 5000
 # Outcomes that arrive while a refresh runs are taken in further passes, so a burst that ends
@@ -53,7 +53,7 @@ def refresh_from_change_feed(
             "rows_changed": summary.rows_changed,
             "documents_changed": changed,
             "feed_storage_id": position.storage_id,
-            "path": dg.MetadataValue.path(store.uri(table_name(summary.name))),
+            "path": dg.MetadataValue.path(store.uri(table_path(summary.name))),
             "preview": dg.MetadataValue.md(markdown_preview(summary.preview)),
         }
         if summary.cost_usd_total is not None:
@@ -96,12 +96,5 @@ def changed_documents(
 
 
 def _cost(record: dg.EventLogRecord) -> float:
-    event = record.event_log_entry.dagster_event
-    data = event.event_specific_data if event else None
-    outcome = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
-    metadata = outcome.metadata if outcome is not None else {}
-    cache_hit = metadata.get("cache_hit")
-    cost = metadata.get("cost_usd")
-    if cost is None or (cache_hit is not None and cache_hit.value):
-        return 0.0
-    return float(cost.value or 0.0)
+    outcome = read_outcome(record)
+    return 0.0 if outcome is None else outcome.paid_usd

@@ -5,11 +5,15 @@ from collections.abc import Collection, Sequence
 import dagster as dg
 
 from extraction_pipeline.core.operations.lifecycle import AssetState, DocumentFacts
-from extraction_pipeline.defs.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
-from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
-from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
+from extraction_pipeline.instance.document_runs import run_document_keys
+from extraction_pipeline.instance.names import (
+    DOCUMENTS_PARTITIONS_NAME,
+    EXTRACTION_KEY,
+    SOURCE_KEY,
+    documents_partitions,
+)
+from extraction_pipeline.instance.outcomes import read_outcome
 
-PARTITION_TAG = "dagster/partition"
 _STATES = {
     dg.AssetPartitionStatus.MATERIALIZED: AssetState.MATERIALIZED,
     dg.AssetPartitionStatus.FAILED: AssetState.FAILED,
@@ -90,21 +94,10 @@ def extraction_attempts(instance: dg.DagsterInstance, key: str) -> tuple[int, bo
     observations = instance.fetch_observations(
         dg.AssetRecordsFilter(asset_key=EXTRACTION_KEY, asset_partitions=[key]), limit=1
     ).records
-    if not observations or observations[0].run_id != latest_run:
+    latest = read_outcome(observations[0]) if observations else None
+    if latest is None or latest.run_id != latest_run:
         return len(planned), None
-    retryable = observations[0].asset_observation.metadata.get("retryable")  # type: ignore[union-attr]
-    return len(planned), None if retryable is None else bool(retryable.value)
-
-
-def run_document_keys(run: dg.DagsterRun, ordered_keys: Sequence[str]) -> list[str]:
-    """The documents a run covers: its partition tag, or its range in partition order."""
-    if PARTITION_TAG in run.tags:
-        return [run.tags[PARTITION_TAG]]
-    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
-    if start is None or end is None or start not in ordered_keys or end not in ordered_keys:
-        return []
-    first, last = ordered_keys.index(start), ordered_keys.index(end)
-    return list(ordered_keys[first : last + 1])
+    return len(planned), latest.retryable
 
 
 def waiting_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) -> set[str]:

@@ -14,11 +14,17 @@ from typing import Any
 
 import dagster as dg
 
-from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
+from extraction_pipeline.instance.names import (
+    EXTRACTION_KEY,
+    PARENT_RUN_TAG,
+    RETRY_NUMBER_TAG,
+    SOURCE_KEY,
+    TRIGGER_TAG,
+)
+from extraction_pipeline.instance.outcomes import OUTCOME_EVENT_TYPES, read_outcome
 
 RUN_EVENT_TYPES = {
-    dg.DagsterEventType.ASSET_MATERIALIZATION,
-    dg.DagsterEventType.ASSET_OBSERVATION,
+    *OUTCOME_EVENT_TYPES,
     dg.DagsterEventType.STEP_UP_FOR_RETRY,
     dg.DagsterEventType.STEP_FAILURE,
 }
@@ -80,44 +86,45 @@ def _planned_runs(instance: dg.DagsterInstance, key: str) -> list[str]:
 
 def _run_attempts(instance: dg.DagsterInstance, record: dg.RunRecord, key: str) -> list[Attempt]:
     run = record.dagster_run
-    base = {
+    base: dict[str, Any] = {
         "run_id": run.run_id,
         "job": run.job_name,
         "run_status": run.status.value,
         "trigger": _trigger(run),
-        "run_retry_number": int(run.tags.get("dagster/retry_number", 0)),
-        "parent_run_id": run.tags.get("dagster/parent_run_id"),
+        "run_retry_number": int(run.tags.get(RETRY_NUMBER_TAG, 0)),
+        "parent_run_id": run.tags.get(PARENT_RUN_TAG),
     }
     events = instance.get_records_for_run(run.run_id, of_type=RUN_EVENT_TYPES).records
     step_attempt = 1
     attempts: list[Attempt] = []
     step_error: str | None = None
     for event_record in events:
-        entry = event_record.event_log_entry
-        event = entry.dagster_event
+        event = event_record.event_log_entry.dagster_event
         if event is None:
             continue
-        when = datetime.fromtimestamp(entry.timestamp, UTC)
         if event.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY:
             step_attempt += 1
             continue
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             step_error = _root_error(event.event_specific_data.error)  # type: ignore[union-attr]
             continue
-        if event.partition != key or event.asset_key not in (SOURCE_KEY, EXTRACTION_KEY):
+        outcome = read_outcome(event_record)
+        if outcome is None or outcome.document_key != key:
             continue
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
-        else:
-            metadata = event.event_specific_data.asset_observation.metadata  # type: ignore[union-attr]
         attempts.append(
             Attempt(
-                time=when,
+                time=datetime.fromtimestamp(outcome.timestamp, UTC),
                 step_attempt=step_attempt,
-                asset=event.asset_key.to_user_string(),  # type: ignore[union-attr]
-                outcome=_outcome(event, metadata),
+                asset=outcome.asset_key.to_user_string(),
+                outcome=outcome.status or "materialized",
+                error_kind=outcome.error_kind,
+                error=outcome.error_message,
+                model=outcome.model,
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
+                cost_usd=outcome.cost_usd,
+                cache_hit=outcome.cache_hit,
                 **base,
-                **_figures(metadata),
             )
         )
     if not any(a.asset == EXTRACTION_KEY.to_user_string() for a in attempts):
@@ -138,39 +145,12 @@ def _run_attempts(instance: dg.DagsterInstance, record: dg.RunRecord, key: str) 
     return attempts
 
 
-def _outcome(event: dg.DagsterEvent, metadata: dict) -> str:
-    status = metadata.get("status")
-    if status is not None:
-        return str(status.value)
-    return (
-        "materialized"
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
-        else "failed"
-    )
-
-
-def _figures(metadata: dict) -> dict[str, Any]:
-    def value(name: str) -> Any:
-        entry = metadata.get(name)
-        return None if entry is None else entry.value
-
-    return {
-        "error_kind": value("error_kind"),
-        "error": value("error_message"),
-        "model": value("model"),
-        "input_tokens": value("input_tokens"),
-        "output_tokens": value("output_tokens"),
-        "cost_usd": value("cost_usd"),
-        "cache_hit": value("cache_hit"),
-    }
-
-
 def _trigger(run: dg.DagsterRun) -> str:
     tags = run.tags
-    if "extraction_pipeline/trigger" in tags:
-        return tags["extraction_pipeline/trigger"]
-    if "dagster/retry_number" in tags and tags["dagster/retry_number"] != "0":
-        return f"run retry of {tags.get('dagster/parent_run_id', '?')[:8]}"
+    if TRIGGER_TAG in tags:
+        return tags[TRIGGER_TAG]
+    if tags.get(RETRY_NUMBER_TAG, "0") != "0":
+        return f"run retry of {tags.get(PARENT_RUN_TAG, '?')[:8]}"
     if "dagster/backfill" in tags:
         return f"backfill {tags['dagster/backfill']}"
     if "dagster/schedule_name" in tags:

@@ -28,11 +28,11 @@ from extraction_pipeline.instance.dagster_compat import (
     CheckRunHealthResult,
     WorkerStatus,
 )
+from extraction_pipeline.instance.names import WORKER_HOST_TAG
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", ""})
 # Runs executed in a process of their own choosing (`extraction-pipeline ingest` runs in the CLI's
 # process) name the host they run on, so a killed CLI's run is found dead too.
-WORKER_HOST_TAG = "extraction_pipeline/worker_host"
 # A process created this long after the run started cannot be its worker (the id was reused).
 PID_REUSE_SLACK_SECONDS = 5.0
 

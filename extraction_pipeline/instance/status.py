@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from extraction_pipeline.core.operations.dead_letters import DeadLetter, DeadLetterStore
 from extraction_pipeline.core.operations.lifecycle import DocumentState, RetryPolicy, classify
 from extraction_pipeline.core.store import ObjectStore
-from extraction_pipeline.core.tables.refresh import table_name
+from extraction_pipeline.core.tables.layout import DOCUMENTS_TABLE, table_path
 from extraction_pipeline.instance.facts import all_document_keys, document_facts
 
 
@@ -58,7 +58,7 @@ def status_report(
 
 def _documents_table(store: ObjectStore) -> tuple[set[str], float]:
     try:
-        data = store.get(table_name("documents"))
+        data = store.get(table_path(DOCUMENTS_TABLE))
     except FileNotFoundError:
         return set(), 0.0
     table = pq.read_table(io.BytesIO(data), columns=["document_key", "status", "cost_usd_total"])

@@ -3,7 +3,6 @@ runs, run-status sensors) or `extraction-pipeline ingest` did (in-process runs n
 
 import io
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -103,9 +102,10 @@ def test_dead_letters_are_the_same_whichever_path_ran_the_documents(
     path: str,
 ) -> None:
     with webhook_receiver() as (url, received):
-        settings = replace(
-            pipeline_settings,
-            operations=replace(pipeline_settings.operations, webhook_url=url),
+        settings = pipeline_settings.model_copy(
+            update={
+                "operations": pipeline_settings.operations.model_copy(update={"webhook_url": url})
+            },
         )
         if path == "daemon":
             run_ids = through_the_daemon(instance, settings)
@@ -187,9 +187,8 @@ def test_a_failed_document_another_run_has_taken_up_is_not_announced_dead(
 ) -> None:
     """The soak found it: a document failed its last allowed run while the retry schedule had
     already queued another; the dead letter went out, then that run extracted it."""
-    settings = replace(
-        pipeline_settings,
-        operations=replace(pipeline_settings.operations, max_attempts=1),
+    settings = pipeline_settings.model_copy(
+        update={"operations": pipeline_settings.operations.model_copy(update={"max_attempts": 1})},
     )
     defs = definitions_for(settings)
     drop(settings.inbox, "refused.pdf", FILES["refused.pdf"], age_seconds=5)

@@ -24,17 +24,16 @@ def test_module_definitions_load_from_environment() -> None:
 
 
 def test_extraction_resource_carries_every_extraction_setting() -> None:
-    from dataclasses import replace
-
     from extraction_pipeline.defs.resources import ExtractionAgentResource
 
-    settings = replace(
-        Settings.from_env({}).extraction,
-        model="gpt-5-mini",
-        api_mode="chat",
-        schema="my_pkg.schemas:PurchaseOrder",
-        max_concurrency=3,
-        rpm=60,
-        step_retry_delay_seconds=1.5,
-    )
-    assert ExtractionAgentResource.from_settings(settings).settings() == settings
+    settings = Settings.from_env(
+        {
+            "EXTRACTION_MODEL": "gpt-5-mini",
+            "EXTRACTION_API": "chat",
+            "EXTRACTION_SCHEMA": "my_pkg.schemas:PurchaseOrder",
+            "EXTRACTION_MAX_CONCURRENCY": "3",
+            "EXTRACTION_RPM": "60",
+            "EXTRACTION_STEP_RETRY_DELAY": "1.5",
+        }
+    ).extraction
+    assert ExtractionAgentResource.from_settings(settings, environ={}).settings() == settings

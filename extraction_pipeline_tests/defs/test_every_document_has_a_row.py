@@ -14,8 +14,8 @@ from extraction_pipeline.core.operations.lifecycle import RetryPolicy
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.core.tables.refresh import FeedPosition
-from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline.defs.table_refresh import changed_documents
+from extraction_pipeline.instance.names import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline.instance.status import status_report
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import definitions_for

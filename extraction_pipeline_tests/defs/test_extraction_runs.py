@@ -6,8 +6,7 @@ from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
 from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.defs.partitions import documents_partitions
-from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline.instance.names import RANGE_END_TAG, RANGE_START_TAG, documents_partitions
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import definitions_for
 from extraction_pipeline_tests.pdfs import truncated_pdf

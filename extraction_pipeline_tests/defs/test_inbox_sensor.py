@@ -2,7 +2,6 @@
 
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +13,7 @@ from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.intake.inbox import IntakeCursor
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline.instance.names import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline_tests.defs.helpers import definitions_for, drop
 from extraction_pipeline_tests.hostile import LIMITS, drop_hostile_files
 from extraction_pipeline_tests.pdfs import encrypted_pdf, good_pdf, truncated_pdf
@@ -134,7 +133,7 @@ def test_renamed_and_redropped_copies_never_make_a_second_document(
 def test_growing_file_waits_until_it_settles(
     instance: dg.DagsterInstance, settings: Settings
 ) -> None:
-    slow = Settings(**{**settings.__dict__, "settle_seconds": 30.0})
+    slow = settings.model_copy(update={"settle_seconds": 30.0})
     tick = Tick(instance, slow)
     drop(slow.inbox, "copying.pdf", good_pdf())
     result = tick()
@@ -160,7 +159,7 @@ def test_non_pdf_files_are_refused_and_recorded(tick: Tick, settings: Settings) 
 def test_cap_limits_keys_per_tick_and_the_rest_follow(
     instance: dg.DagsterInstance, settings: Settings
 ) -> None:
-    capped = Settings(**{**settings.__dict__, "sensor_max_files": 2})
+    capped = settings.model_copy(update={"sensor_max_files": 2})
     tick = Tick(instance, capped)
     for index in range(5):
         drop(capped.inbox, f"doc{index}.pdf", good_pdf(index + 1), age_seconds=5)
@@ -206,7 +205,9 @@ def test_hostile_and_broken_files_each_get_their_outcome_and_the_good_ones_run(
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    limited = replace(settings, pdf_limits=LIMITS)
+    limited = settings.model_copy(
+        update={"max_bytes": LIMITS.max_bytes, "max_pages": LIMITS.max_pages}
+    )
     tick = Tick(instance, limited)
     expected = drop_hostile_files(limited.inbox, tmp_path / "outside")
     registry = DocumentRegistry(LocalObjectStore(limited.data_dir))
@@ -258,7 +259,7 @@ def test_a_file_being_appended_to_is_taken_whole_once_it_settles(
     instance: dg.DagsterInstance, settings: Settings
 ) -> None:
     """A writer appends to the file in the inbox (no temporary name) across many ticks."""
-    settling = replace(settings, settle_seconds=1.0)
+    settling = settings.model_copy(update={"settle_seconds": 1.0})
     tick = Tick(instance, settling)
     data = good_pdf(3)
     path = settling.inbox / "scanner output.pdf"

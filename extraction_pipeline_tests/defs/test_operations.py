@@ -1,6 +1,5 @@
 """Schedules, history and dead letters on Postgres, with the model simulator over HTTP."""
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -66,8 +65,8 @@ def partitions_of(request: dg.RunRequest) -> list[str]:
 
 @pytest.fixture
 def ops_settings(pipeline_settings: Settings) -> Settings:
-    return replace(
-        pipeline_settings, operations=replace(pipeline_settings.operations, max_attempts=2)
+    return pipeline_settings.model_copy(
+        update={"operations": pipeline_settings.operations.model_copy(update={"max_attempts": 2})}
     )
 
 
@@ -174,8 +173,8 @@ def test_dead_letter_is_recorded_and_announced_and_a_failing_webhook_changes_not
     webhook_status: int,
 ) -> None:
     with webhook_receiver(status=webhook_status) as (url, received):
-        settings = replace(
-            ops_settings, operations=replace(ops_settings.operations, webhook_url=url)
+        settings = ops_settings.model_copy(
+            update={"operations": ops_settings.operations.model_copy(update={"webhook_url": url})}
         )
         (key,) = register(
             settings,

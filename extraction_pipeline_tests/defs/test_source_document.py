@@ -5,8 +5,7 @@ import dagster as dg
 from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.defs.partitions import documents_partitions
-from extraction_pipeline.defs.sensors import RANGE_END_TAG, RANGE_START_TAG
+from extraction_pipeline.instance.names import RANGE_END_TAG, RANGE_START_TAG, documents_partitions
 from extraction_pipeline_tests.defs.helpers import definitions_for
 from extraction_pipeline_tests.pdfs import encrypted_pdf, good_pdf, truncated_pdf
 

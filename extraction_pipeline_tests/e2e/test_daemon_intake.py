@@ -9,7 +9,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
-from extraction_pipeline.defs.partitions import documents_partitions
+from extraction_pipeline.instance.names import documents_partitions
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import drop
 from extraction_pipeline_tests.e2e.processes import dagster_home, start, stop, wait_for

@@ -24,7 +24,7 @@ from extraction_pipeline.core.documents.identity import (
     slugify,
 )
 from extraction_pipeline.core.documents.pdf import sha256_hex
-from extraction_pipeline.core.intake.inbox import Refusal
+from extraction_pipeline.core.documents.refusals import Refusal
 from extraction_pipeline.core.store import ObjectStore
 
 

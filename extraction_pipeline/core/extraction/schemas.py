@@ -8,14 +8,10 @@ field carries a non-None default (strict mode may reject defaults). The one exce
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 from datetime import date
 
 from pydantic import BaseModel, Field
-
-FINGERPRINT_CHARS = 16
 
 
 class LineItem(BaseModel):
@@ -93,14 +89,3 @@ def _split_ref(ref: str) -> tuple[str, str]:
             f"schema {ref!r} is neither a built-in ({known}) nor 'module:ClassName'"
         )
     return module_name, attr
-
-
-def schema_fingerprint(model: type[BaseModel]) -> str:
-    """A short, stable hash of the model's name and JSON schema.
-
-    Changes whenever anything the model sees changes (fields, types, descriptions), so it can key
-    caches together with the document hash, model name and prompt version.
-    """
-    document = {"name": model.__name__, "schema": model.model_json_schema()}
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:FINGERPRINT_CHARS]

@@ -34,11 +34,11 @@ from extraction_pipeline.core.extraction.records import (
     RecordStore,
     cache_key,
 )
-from extraction_pipeline.core.extraction.schemas import schema_fingerprint
 from extraction_pipeline.core.extraction.validation import ValidationPolicy, validate_record
 from extraction_pipeline.core.model.agent import ExtractionAgent
 from extraction_pipeline.core.model.config import AgentConfig
 from extraction_pipeline.core.model.errors import ExtractionError
+from extraction_pipeline.core.model.prompt import schema_fingerprint
 from extraction_pipeline.core.model.ratelimit import RateLimiter, SharedWindow
 from extraction_pipeline.core.model.types import DocumentInput
 

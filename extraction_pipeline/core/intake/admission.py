@@ -18,6 +18,7 @@ from pathlib import Path
 
 from extraction_pipeline.core.documents.identity import display_name
 from extraction_pipeline.core.documents.pdf import PdfLimits, UnreadablePdf, check_pdf
+from extraction_pipeline.core.documents.refusals import Refusal, RefusalReason
 from extraction_pipeline.core.documents.registry import DocumentRegistry, RegistrationOutcome
 from extraction_pipeline.core.intake.inbox import (
     InboxEntry,
@@ -25,8 +26,6 @@ from extraction_pipeline.core.intake.inbox import (
     InboxFileRefused,
     IntakeCursor,
     IntakePlan,
-    Refusal,
-    RefusalReason,
     read_inbox_file,
 )
 

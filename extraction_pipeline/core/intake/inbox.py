@@ -25,9 +25,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from extraction_pipeline.core.documents.identity import display_name
+from extraction_pipeline.core.documents.refusals import Refusal, RefusalReason
 
 PDF_SUFFIX = ".pdf"
 _READ_CHUNK = 1 << 20
@@ -41,27 +40,6 @@ class EntryKind(enum.StrEnum):
     SYMLINK_OUTSIDE = "symlink_outside"  # a symbolic link that leads out of the folder
     BROKEN_SYMLINK = "broken_symlink"
     SPECIAL = "special"  # a pipe, socket or device
-
-
-class RefusalReason(enum.StrEnum):
-    NOT_A_PDF_NAME = "not_a_pdf_name"
-    FOLDER = "folder"
-    SYMLINK_OUTSIDE_INBOX = "symlink_outside_inbox"
-    BROKEN_SYMLINK = "broken_symlink"
-    NOT_A_REGULAR_FILE = "not_a_regular_file"
-    PERMISSION_DENIED = "permission_denied"
-    TOO_LARGE = "too_large"
-
-
-class Refusal(BaseModel):
-    """A file of the drop folder that does not become a document, and why."""
-
-    model_config = ConfigDict(frozen=True)
-
-    file_name: str
-    reason: RefusalReason
-    message: str
-    refused_at: datetime
 
 
 FOLDER_MESSAGE = "a folder, not a file: folders in the drop folder are not looked into"

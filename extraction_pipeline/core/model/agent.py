@@ -26,7 +26,6 @@ from openai import AsyncOpenAI, DefaultAsyncHttpx2Client
 from pydantic import ValidationError
 
 from extraction_pipeline.core.documents.pdf import UnreadablePdf, render_pages_png
-from extraction_pipeline.core.extraction.schemas import schema_fingerprint
 from extraction_pipeline.core.model import prompt
 from extraction_pipeline.core.model.calls import CallTracker
 from extraction_pipeline.core.model.config import AgentConfig
@@ -41,13 +40,10 @@ from extraction_pipeline.core.model.errors import (
     UnreadableInput,
     classify_api_error,
 )
+from extraction_pipeline.core.model.prompt import schema_fingerprint
 from extraction_pipeline.core.model.ratelimit import RateLimiter
-from extraction_pipeline.core.model.types import (
-    DocumentInput,
-    DocumentOutcome,
-    ExtractionResult,
-    RecordT,
-)
+from extraction_pipeline.core.model.results import DocumentOutcome, ExtractionResult
+from extraction_pipeline.core.model.types import DocumentInput, RecordT
 from extraction_pipeline.core.model.wire import ModelReply, reply_from_chat, reply_from_response
 
 logger = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ leave the core here, at the boundary, and nothing else inspects them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from extraction_pipeline.core.model.types import ApiMode, DocumentInput, InputMode, SentInputMode
+
+FINGERPRINT_CHARS = 16
 
 JsonDict = dict[str, Any]
 
@@ -189,3 +192,14 @@ def output_format(model: type[BaseModel]) -> OutputFormat:
         schema=schema,
         schema_json=json.dumps(schema, separators=(",", ":")),
     )
+
+
+def schema_fingerprint(model: type[BaseModel]) -> str:
+    """A short, stable hash of the model's name and JSON schema.
+
+    Changes whenever anything the model sees changes (fields, types, descriptions), so it can key
+    caches together with the document hash, model name and prompt version.
+    """
+    document = {"name": model.__name__, "schema": model.model_json_schema()}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:FINGERPRINT_CHARS]

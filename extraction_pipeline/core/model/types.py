@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
 from extraction_pipeline.core.model.costs import TokenUsage
-
-if TYPE_CHECKING:
-    from extraction_pipeline.core.model.errors import ExtractionError
 
 ApiMode = Literal["responses", "chat"]
 InputMode = Literal["auto", "text", "pdf", "images"]
@@ -54,30 +51,3 @@ class CallRecord:
     schema_name: str
     schema_fingerprint: str
     repaired: bool = False
-
-
-@dataclass(frozen=True)
-class ExtractionResult(Generic[RecordT]):
-    """A validated record and the metadata of the call that produced it."""
-
-    record: RecordT
-    call: CallRecord
-
-
-@dataclass(frozen=True)
-class DocumentOutcome(Generic[RecordT]):
-    """Per-document outcome of `extract_many`: exactly one of `result` and `error` is set."""
-
-    document_key: str
-    result: ExtractionResult[RecordT] | None = None
-    error: ExtractionError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.result is not None
-
-    @property
-    def call(self) -> CallRecord | None:
-        if self.result is not None:
-            return self.result.call
-        return self.error.call if self.error is not None else None

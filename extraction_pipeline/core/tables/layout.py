@@ -39,6 +39,16 @@ class TableLayout:
         return [column.name for column in self.columns]
 
 
+# The four tables: asset names, file names (tables/<name>.parquet) and Dagster keys all come from
+# here. The record tables keep their invoice names whatever the schema (a pinned contract).
+DOCUMENTS_TABLE = "documents"
+RECORDS_TABLE = "invoices"
+LINE_ITEMS_TABLE = "invoice_line_items"
+REVIEW_QUEUE_TABLE = "review_queue"
+TABLE_NAMES = (DOCUMENTS_TABLE, RECORDS_TABLE, LINE_ITEMS_TABLE, REVIEW_QUEUE_TABLE)
+TABLES_PREFIX = "tables"
+
+
 @dataclass(frozen=True)
 class RecordLayouts:
     """The record table and (when the schema has a list of objects) its line table."""
@@ -52,7 +62,7 @@ KEY = Column("document_key", pa.string(), "Partition key of the document.")
 LINE_NUMBER = Column("line_number", pa.int32(), "1-based position in the document.")
 
 DOCUMENTS = TableLayout(
-    "documents",
+    DOCUMENTS_TABLE,
     (
         KEY,
         Column("file_name", pa.string(), "File name when first seen in the drop folder."),
@@ -82,7 +92,7 @@ DOCUMENTS = TableLayout(
 )
 
 REVIEW_QUEUE = TableLayout(
-    "review_queue",
+    REVIEW_QUEUE_TABLE,
     (
         KEY,
         Column("file_name", pa.string(), "File name."),
@@ -153,3 +163,28 @@ def _list_item_model(annotation: object) -> type[BaseModel] | None:
         if isinstance(item, type) and issubclass(item, BaseModel):
             return item
     return None
+
+
+def table_path(table: str) -> str:
+    """Where a table is stored, relative to the data dir."""
+    return f"{TABLES_PREFIX}/{table}.parquet"
+
+
+@dataclass(frozen=True)
+class TableSet:
+    """The four output tables for one extraction schema."""
+
+    documents: TableLayout
+    records: TableLayout
+    lines: TableLayout
+    review_queue: TableLayout
+    lines_field: str | None
+
+    @classmethod
+    def for_schema(cls, schema: type[BaseModel]) -> TableSet:
+        layouts: RecordLayouts = record_layouts(schema, RECORDS_TABLE, LINE_ITEMS_TABLE)
+        return cls(DOCUMENTS, layouts.records, layouts.lines, REVIEW_QUEUE, layouts.lines_field)
+
+    @property
+    def all(self) -> tuple[TableLayout, ...]:
+        return (self.documents, self.records, self.lines, self.review_queue)

@@ -17,20 +17,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
 from extraction_pipeline.core.extraction.records import ExtractionRecord
 from extraction_pipeline.core.store import ObjectStore
 from extraction_pipeline.core.tables.layout import (
     DOCUMENTS,
-    REVIEW_QUEUE,
     Column,
-    RecordLayouts,
     TableLayout,
-    record_layouts,
+    TableSet,
+    table_path,
 )
 
-TABLES_PREFIX = "tables"
 # The change-feed position is stored in documents.parquet's own metadata, and documents.parquet
 # is written last: a refresh that dies half-way is repeated whole, and a repeat is harmless.
 POSITION_METADATA_KEY = b"extraction_feed_position"
@@ -70,30 +67,6 @@ class FeedPosition:
             return cls()
         data = json.loads(raw)
         return cls(int(data["storage_id"]), frozenset(int(i) for i in data["recent"]))
-
-
-def table_name(table: str) -> str:
-    return f"{TABLES_PREFIX}/{table}.parquet"
-
-
-@dataclass(frozen=True)
-class TableSet:
-    """The four output tables for one extraction schema."""
-
-    documents: TableLayout
-    records: TableLayout
-    lines: TableLayout
-    review_queue: TableLayout
-    lines_field: str | None
-
-    @classmethod
-    def for_schema(cls, schema: type[BaseModel]) -> TableSet:
-        layouts: RecordLayouts = record_layouts(schema, "invoices", "invoice_line_items")
-        return cls(DOCUMENTS, layouts.records, layouts.lines, REVIEW_QUEUE, layouts.lines_field)
-
-    @property
-    def all(self) -> tuple[TableLayout, ...]:
-        return (self.documents, self.records, self.lines, self.review_queue)
 
 
 @dataclass(frozen=True)
@@ -144,7 +117,7 @@ def refresh_tables(
             stored = position if position is not None else read_position(store)
             table = table.replace_schema_metadata({POSITION_METADATA_KEY: stored.encode()})
             cost = round(float(pc.sum(table["cost_usd_total"]).as_py() or 0.0), 6)
-        store.put(table_name(layout.name), _to_parquet(table))
+        store.put(table_path(layout.name), _to_parquet(table))
         summaries[layout.name] = TableSummary(
             name=layout.name,
             row_count=table.num_rows,
@@ -158,7 +131,7 @@ def refresh_tables(
 def read_position(store: ObjectStore) -> FeedPosition:
     """The change-feed position of the last complete refresh (the start before the first)."""
     try:
-        data = store.get(table_name(DOCUMENTS.name))
+        data = store.get(table_path(DOCUMENTS.name))
     except FileNotFoundError:
         return FeedPosition()
     metadata = pq.read_schema(io.BytesIO(data)).metadata or {}
@@ -176,7 +149,7 @@ def _previous_totals(documents: pa.Table, keys: Sequence[str]) -> dict[str, floa
 def read_table(store: ObjectStore, layout: TableLayout) -> pa.Table:
     """The stored table, or an empty one with the layout's columns."""
     try:
-        data = store.get(table_name(layout.name))
+        data = store.get(table_path(layout.name))
     except FileNotFoundError:
         return layout.arrow_schema.empty_table()
     table = pq.read_table(io.BytesIO(data))

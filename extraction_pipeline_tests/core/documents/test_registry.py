@@ -3,12 +3,12 @@ from pathlib import Path
 
 import pytest
 
+from extraction_pipeline.core.documents.refusals import Refusal, RefusalReason
 from extraction_pipeline.core.documents.registry import (
     DocumentRegistry,
     Registration,
     RegistrationOutcome,
 )
-from extraction_pipeline.core.intake.inbox import Refusal, RefusalReason
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline_tests.hostile import LATIN1_NAME, LONG_NAME, UNICODE_NAME
 from extraction_pipeline_tests.pdfs import good_pdf

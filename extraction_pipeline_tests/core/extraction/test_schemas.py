@@ -6,14 +6,13 @@ from typing import Any
 
 import pytest
 from openai.lib._pydantic import to_strict_json_schema
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from extraction_pipeline.core.extraction.schemas import (
     Invoice,
     LineItem,
     SchemaNotFound,
     load_schema,
-    schema_fingerprint,
 )
 
 
@@ -105,21 +104,3 @@ def test_dotted_paths_resolve_to_user_models(ref: str) -> None:
 def test_unresolvable_schema_refs_raise_schema_not_found(ref: str, reason: str) -> None:
     with pytest.raises(SchemaNotFound, match=reason):
         load_schema(ref)
-
-
-def test_fingerprint_is_stable_and_short() -> None:
-    assert schema_fingerprint(Invoice) == schema_fingerprint(Invoice)
-    assert len(schema_fingerprint(Invoice)) == 16
-    assert schema_fingerprint(Invoice) != schema_fingerprint(PurchaseOrder)
-
-
-def test_fingerprint_changes_when_a_description_changes() -> None:
-    class A(BaseModel):
-        total: float | None = Field(default=None, description="Amount due.")
-
-    first = schema_fingerprint(A)
-
-    class A(BaseModel):  # type: ignore[no-redef]
-        total: float | None = Field(default=None, description="Amount due incl. tax.")
-
-    assert schema_fingerprint(A) != first

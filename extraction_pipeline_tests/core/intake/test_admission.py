@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from extraction_pipeline.core.documents.pdf import sha256_hex
+from extraction_pipeline.core.documents.refusals import RefusalReason
 from extraction_pipeline.core.documents.registry import DocumentRegistry, original_name
 from extraction_pipeline.core.intake.admission import InboxReader, IntakeDecision, take_documents
 from extraction_pipeline.core.intake.inbox import (
     InboxEntry,
     IntakeCursor,
-    RefusalReason,
     plan_intake,
     read_inbox_file,
     scan_inbox,

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from extraction_pipeline.core.documents.refusals import RefusalReason
 from extraction_pipeline.core.intake.inbox import (
     EntryKind,
     InboxEntry,
     InboxFileChanged,
     InboxFileRefused,
     IntakeCursor,
-    RefusalReason,
     plan_intake,
     read_inbox_file,
     scan_inbox,

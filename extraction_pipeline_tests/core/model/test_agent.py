@@ -16,7 +16,8 @@ from extraction_pipeline.core.model.agent import ExtractionAgent, extract_many
 from extraction_pipeline.core.model.config import AgentConfig
 from extraction_pipeline.core.model.costs import ModelPrice, PriceTable, TokenUsage, cost_usd
 from extraction_pipeline.core.model.errors import ExtractionError
-from extraction_pipeline.core.model.types import DocumentInput, ExtractionResult
+from extraction_pipeline.core.model.results import ExtractionResult
+from extraction_pipeline.core.model.types import DocumentInput
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.simulator_fixture import (
     TEST_API_KEY,

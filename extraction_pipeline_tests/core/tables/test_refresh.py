@@ -16,13 +16,17 @@ from pydantic import BaseModel
 from extraction_pipeline.core.extraction.records import CallSummary, ExtractionRecord, FindingRecord
 from extraction_pipeline.core.extraction.schemas import Invoice
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.core.tables.layout import DOCUMENTS, REVIEW_QUEUE, record_layouts
-from extraction_pipeline.core.tables.refresh import (
+from extraction_pipeline.core.tables.layout import (
+    DOCUMENTS,
+    REVIEW_QUEUE,
     TableSet,
+    record_layouts,
+    table_path,
+)
+from extraction_pipeline.core.tables.refresh import (
     TableSummary,
     read_table,
     refresh_tables,
-    table_name,
 )
 
 EXTRACTED_AT = dt.datetime(2026, 2, 1, 12, 0, tzinfo=dt.UTC)
@@ -132,7 +136,7 @@ def refused(key: str) -> ExtractionRecord:
 
 
 def stored(store: LocalObjectStore, table: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(store.get(table_name(table))))
+    return pq.read_table(io.BytesIO(store.get(table_path(table))))
 
 
 def rows_by_key(store: LocalObjectStore, table: str) -> dict[str, list[dict[str, Any]]]:
@@ -469,7 +473,7 @@ def test_read_table_rebuilds_a_table_written_with_an_older_layout(
     old = pa.table({"document_key": ["doc-a"], "total": [5.0], "dropped": ["x"]})
     buffer = io.BytesIO()
     pq.write_table(old, buffer)
-    store.put(table_name("invoices"), buffer.getvalue())
+    store.put(table_path("invoices"), buffer.getvalue())
 
     table = read_table(store, tables.records)
     assert table.schema == tables.records.arrow_schema
