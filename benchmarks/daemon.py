@@ -15,10 +15,11 @@ from typing import Any
 
 import dagster as dg
 import pyarrow.parquet as pq
-from common import API_KEY, BIN, PROJECT_ROOT, start_process, wait_for
+from common import API_KEY, BIN, start_process, wait_for
 from dagster._core.scheduler.instigation import InstigatorType
 from meter import ProcessTreeMeter
 
+from extraction_pipeline.cli.launcher import INSTANCE_TEMPLATE
 from extraction_pipeline.core.settings import Settings
 
 # The product's defaults, so that a benchmark without flags measures what users run.
@@ -68,7 +69,7 @@ class RunningPipeline:
         self.inbox = workdir / "inbox"
         for folder in (self.home, self.data_dir, self.inbox):
             folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        shutil.copy(INSTANCE_TEMPLATE, self.home / "dagster.yaml")
         self.knobs = knobs
         self.env = {
             "DAGSTER_HOME": str(self.home),

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from extraction_pipeline.cli.launcher import INSTANCE_TEMPLATE
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.instance.postgres import drop_database, ensure_database, normalize_url
 from extraction_pipeline.simulator import SimulatorControl
@@ -51,7 +52,7 @@ def storage_overrides(url: str) -> dict:
     """The storage sections of the project's dagster.yaml, pointed at `url`."""
     import yaml
 
-    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    config = yaml.safe_load((INSTANCE_TEMPLATE).read_text())
     sections = {}
     for name in ("run_storage", "event_log_storage", "schedule_storage"):
         section = dict(config[name])

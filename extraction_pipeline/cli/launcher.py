@@ -1,7 +1,7 @@
 """`extraction-pipeline dev`: the database, then the Dagster webserver and daemon, as one unit.
 
-Everything started here is stopped here: Ctrl-C (or SIGTERM) stops `dagster dev` and every
-process under it, then the embedded Postgres, and leaves nothing running.
+Everything started here is stopped here: Ctrl-C (or SIGTERM) stops `dg dev` and every process
+under it, then the embedded Postgres, and leaves nothing running.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.instance.postgres import embedded_postgres, mask_url, normalize_url
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
-from extraction_pipeline.instance.postgres import embedded_postgres, mask_url, normalize_url
 
 MANAGED_MARKER = "# managed by extraction-pipeline"
 # Not a secret: the simulator accepts any key, the SDK just insists on having one.
@@ -33,8 +33,12 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 STOP_MARGIN_SECONDS = 25.0
 
 
+# The instance configuration every DAGSTER_HOME of this project gets (see its header).
+INSTANCE_TEMPLATE = Path(__file__).resolve().parent.parent / "instance" / "dagster.yaml"
+
+
 class ProjectNotFound(RuntimeError):
-    """No workspace.yaml and dagster.yaml found: the command must run inside the project."""
+    """No workspace.yaml found: the command must run inside the project."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +61,14 @@ class Environment:
 
 
 def find_project_root(start: Path | None = None) -> Path:
-    """The nearest folder (from the cwd up) holding workspace.yaml and dagster.yaml; else the
-    checkout this package was installed from in editable mode."""
+    """The nearest folder (from the cwd up) holding workspace.yaml; else the checkout this
+    package was installed from in editable mode."""
     candidates = [start or Path.cwd(), *(start or Path.cwd()).parents]
-    candidates.append(Path(__file__).resolve().parent.parent)
+    candidates.append(Path(__file__).resolve().parents[2])
     for folder in candidates:
-        if (folder / "workspace.yaml").is_file() and (folder / "dagster.yaml").is_file():
+        if (folder / "workspace.yaml").is_file():
             return folder
-    raise ProjectNotFound(
-        "no workspace.yaml and dagster.yaml here or above: run this inside the project folder"
-    )
+    raise ProjectNotFound("no workspace.yaml here or above: run this inside the project folder")
 
 
 def resolve_environment(env: Mapping[str, str] | None = None) -> Environment:
@@ -77,10 +79,10 @@ def resolve_environment(env: Mapping[str, str] | None = None) -> Environment:
 
 
 def prepare_dagster_home(environment: Environment) -> None:
-    """Create DAGSTER_HOME and (re)write its dagster.yaml from the project's, unless the user has
+    """Create DAGSTER_HOME and (re)write its dagster.yaml from the package's, unless the user has
     taken the copy over by deleting the marker line."""
     environment.dagster_home.mkdir(parents=True, exist_ok=True)
-    source = (environment.project_root / "dagster.yaml").read_text()
+    source = INSTANCE_TEMPLATE.read_text()
     target = environment.dagster_home / "dagster.yaml"
     if not target.exists() or MANAGED_MARKER in target.read_text():
         target.write_text(source)
@@ -165,6 +167,19 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 
     raise RuntimeError(f"the model simulator did not answer at {url}")
 
 
+def run_dg(args: list[str], env: Mapping[str, str] | None = None) -> int:
+    """Dagster's `dg ARGS` on this deployment's instance: DAGSTER_HOME prepared, the database
+    joined (the embedded one of a running `dev`, or started for the command's duration)."""
+    env = dict(os.environ if env is None else env)
+    environment = resolve_environment(env)
+    prepare_dagster_home(environment)
+    with database(environment, env) as (url, _):
+        command = [sys.executable, "-m", "dagster_dg_cli.cli", *args]
+        return subprocess.call(
+            command, cwd=environment.project_root, env=environment.child_env(url, env)
+        )
+
+
 def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
     """Run the whole local deployment until interrupted; return the exit code."""
     env = dict(os.environ if env is None else env)
@@ -199,8 +214,9 @@ def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
                 "  !! Set OPENAI_API_KEY (and optionally OPENAI_BASE_URL) to use a real model.",
                 "",
             )
+        # `dg dev` is Dagster's current command (`dagster dev` warns it is superseded).
         command = [
-            sys.executable, "-m", "dagster", "dev",
+            sys.executable, "-m", "dagster_dg_cli.cli", "dev",
             "-w", str(environment.project_root / "workspace.yaml"),
             "-h", host, "-p", str(port),
         ]  # fmt: skip
@@ -231,7 +247,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 
 
 def _stop_process_group(process: subprocess.Popen[bytes], grace_seconds: float = 20.0) -> int:
-    """SIGINT to the whole process group, as Ctrl-C in a terminal would do: `dagster dev` stops
+    """SIGINT to the whole process group, as Ctrl-C in a terminal would do: `dg dev` stops
     its webserver, daemon and code servers, and each run worker lets the model calls it has in
     flight finish and records them (EXTRACTION_STOP_GRACE_SECONDS), then fails its run as
     interrupted, which run retries take up on the next start. Whatever is still there after

@@ -9,6 +9,18 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from extraction_pipeline.cli.launcher import ProjectNotFound
+    from extraction_pipeline.core.settings import SettingsError
+
+    try:
+        return _run(argv)
+    except (ProjectNotFound, SettingsError) as error:
+        # A setting or the place it was run from is wrong: say which, no traceback (exit 2).
+        print(f"extraction-pipeline: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="extraction-pipeline",
         description="PDF documents to validated, structured records, on Dagster and Postgres.",
@@ -45,12 +57,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     commands.add_parser(
+        "dg",
+        help="Dagster's dg CLI (dg launch, dg list defs...) on this deployment's instance",
+        add_help=False,
+    )
+    commands.add_parser(
         "simulate-model",
         help="serve the OpenAI-compatible model simulator on loopback (see --help)",
         add_help=False,
     )
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dg"]:
+        from extraction_pipeline.cli.launcher import run_dg
+
+        return run_dg(argv[1:])
     if argv[:1] == ["simulate-model"]:
         from extraction_pipeline.simulator.server import main as simulate_model
 

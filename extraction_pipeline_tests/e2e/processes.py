@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 
+from extraction_pipeline.cli.launcher import INSTANCE_TEMPLATE
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,7 +29,7 @@ def free_port() -> int:
 def dagster_home(tmp_path: Path) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(INSTANCE_TEMPLATE, home / "dagster.yaml")
     return home
 
 
