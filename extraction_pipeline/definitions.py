@@ -3,7 +3,6 @@
 import dagster as dg
 
 from extraction_pipeline.core.settings import Settings
-from extraction_pipeline.defs.checks import invoice_checks
 from extraction_pipeline.defs.document_assets import build_document_assets
 from extraction_pipeline.defs.jobs import extraction_job, intake_job, source_job
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
@@ -17,7 +16,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     tables = build_table_assets(settings.extraction.schema_ref)
     return dg.Definitions(
         assets=[build_document_assets(settings.extraction), tables, dead_letters_asset],
-        asset_checks=[invoice_checks],
         jobs=[intake_job, source_job, extraction_job],
         schedules=build_schedules(settings),
         sensors=[

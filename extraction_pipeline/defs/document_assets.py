@@ -29,7 +29,7 @@ from extraction_pipeline.core.tables.layout import TableSet, record_layouts
 from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
-from extraction_pipeline.defs.table_refresh import refresh_from_change_feed
+from extraction_pipeline.defs.table_refresh import refresh_in_run
 from extraction_pipeline.instance.names import (
     EXTRACTION_KEY,
     RETRY_ON_STEP_FAILURE_TAG,
@@ -110,7 +110,7 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         document_store: DocumentStoreResource,
         extraction_agent: ExtractionAgentResource,
-    ) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
+    ) -> Iterator[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation]:
         keys = context.partition_keys
         selected = context.selected_asset_keys
         settled = _settled_in_run(context) if context.retry_number else Settled()
@@ -148,11 +148,9 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
         if extracting or unreadable_seen:
             # The run brings the tables up to date itself: rows appear as soon as the run's
             # documents are done (unreadable ones included), without waiting for another run.
-            tables = TableSet.for_schema(job.schema)
-            for table, metadata in refresh_from_change_feed(
-                context.instance, document_store, tables
-            ):
-                yield dg.AssetMaterialization(asset_key=table, metadata=metadata)
+            yield from refresh_in_run(
+                context.instance, document_store, TableSet.for_schema(job.schema)
+            )
         retryable = any(o.retryable for o in outcomes if o.status == "failed")
 
         if failures:

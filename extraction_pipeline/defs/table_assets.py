@@ -6,9 +6,10 @@ import dagster as dg
 
 from extraction_pipeline.core.extraction.schemas import load_schema
 from extraction_pipeline.core.tables.layout import TableSet, table_path
+from extraction_pipeline.defs.checks import INVOICE_CHECK_SPECS, invoice_check_results
 from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.resources import DocumentStoreResource
-from extraction_pipeline.defs.table_refresh import refresh_from_change_feed
+from extraction_pipeline.defs.table_refresh import TABLES_CODE_VERSION, refresh_from_change_feed
 from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
 
 # Fires on every new document outcome: an extraction (a materialisation), or a failure of
@@ -46,6 +47,7 @@ def build_table_assets(schema_ref: str) -> dg.AssetsDefinition:
             group_name="tables",
             kinds={"parquet", "pandas"},
             automation_condition=TABLES_CONDITION,
+            code_version=TABLES_CODE_VERSION,
             metadata={
                 "dagster/column_schema": column_schema(layout),
                 "dagster/column_lineage": _lineage(layout.column_names),
@@ -55,15 +57,22 @@ def build_table_assets(schema_ref: str) -> dg.AssetsDefinition:
         for layout in tables.all
     ]
 
-    @dg.multi_asset(specs=specs, can_subset=False, name="tables", group_name="tables")
+    @dg.multi_asset(
+        specs=specs,
+        check_specs=INVOICE_CHECK_SPECS,
+        can_subset=False,
+        name="tables",
+        group_name="tables",
+    )
     def refresh(
         context: dg.AssetExecutionContext, document_store: DocumentStoreResource
-    ) -> Iterator[dg.MaterializeResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         """Replace the rows of every document whose outcome changed since the last refresh
         (every run that records outcomes also does this at its end; this catches up after runs
-        that could not, e.g. a crashed one)."""
+        that could not, e.g. a crashed one), then evaluate the invoice checks."""
         for table, metadata in refresh_from_change_feed(context.instance, document_store, tables):
             yield dg.MaterializeResult(asset_key=table, metadata=metadata)
+        yield from invoice_check_results(document_store)
 
     return refresh
 

@@ -6,6 +6,7 @@ Called by every run that recorded outcomes, at its end, and by the `tables` asse
 data dir keeps two refreshes from rewriting the files at once.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -17,12 +18,16 @@ from extraction_pipeline.core.tables.refresh import (
     read_position,
     refresh_tables,
 )
+from extraction_pipeline.defs.checks import invoice_check_evaluations
 from extraction_pipeline.defs.metadata import markdown_preview
 from extraction_pipeline.defs.resources import DocumentStoreResource
+from extraction_pipeline.instance.dagster_compat import provenance_tags
 from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
 from extraction_pipeline.instance.outcomes import read_outcome
 
 CHANGES_PAGE = 5000
+# The code version of the tables: bump it when a change to the code rewrites them differently.
+TABLES_CODE_VERSION = "1"
 # Outcomes that arrive while a refresh runs are taken in further passes, so a burst that ends
 # while the tables are being written does not leave its last documents behind.
 MAX_PASSES = 5
@@ -60,6 +65,32 @@ def refresh_from_change_feed(
             metadata["cost_usd_total"] = dg.MetadataValue.float(summary.cost_usd_total)
         results.append((summary.name, metadata))
     return results
+
+
+def refresh_in_run(
+    instance: dg.DagsterInstance, document_store: DocumentStoreResource, tables: TableSet
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """The tables brought up to date from inside a document run, reported as the `tables` asset
+    reports its own: each materialisation with its data provenance (the document events it was
+    read up to, so the UI does not call the tables "Unsynced"), then the invoice checks."""
+    # Read before the feed: a document arriving meanwhile may be missing from the tables, and
+    # then the tables show as behind it, which is true.
+    inputs = {key: _latest_storage_id(instance, key) for key in (SOURCE_KEY, EXTRACTION_KEY)}
+    refreshed = refresh_from_change_feed(instance, document_store, tables)
+    for table, metadata in refreshed:
+        version = f"feed-{metadata['feed_storage_id']}"
+        yield dg.AssetMaterialization(
+            asset_key=table,
+            metadata=metadata,
+            tags=provenance_tags(TABLES_CODE_VERSION, version, inputs),
+        )
+    if refreshed:
+        yield from invoice_check_evaluations(document_store)
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1)
+    return records.records[0].storage_id if records.records else None
 
 
 def changed_documents(

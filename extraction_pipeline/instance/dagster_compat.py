@@ -1,12 +1,50 @@
 """The few Dagster names this project needs that Dagster does not export publicly.
 
-Each is used where Dagster offers no public way: a run launcher's health-check result types
-(run monitoring asks launchers for them) and the run tag where the default launcher records the
-code server it used. `extraction_pipeline_tests/test_dagster_compat.py` fails loudly if an
-upgrade moves or changes them.
+Each is used where Dagster offers no public way:
+- a run launcher's health-check result types (run monitoring asks launchers for them) and the
+  run tag where the default launcher records the code server it used;
+- the type a configurable storage class is constructed with (dagster.yaml's `module`/`class`);
+- the tags that carry a materialisation's data provenance. Dagster writes them for an asset's
+  own outputs; the document runs report the tables they refresh from inside their step, and
+  without these tags the UI calls those tables "Unsynced" (`dg.DataProvenance.from_tags` is
+  the public reader of the same tags).
+`extraction_pipeline_tests/instance/test_dagster_compat.py` fails loudly if an upgrade moves or
+changes any of them.
 """
 
+from collections.abc import Mapping
+
+import dagster as dg
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    NULL_EVENT_POINTER,
+    UNKNOWN_DATA_VERSION,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster._serdes import ConfigurableClassData
 
-__all__ = ["GRPC_INFO_TAG", "CheckRunHealthResult", "WorkerStatus"]
+__all__ = [
+    "GRPC_INFO_TAG",
+    "CheckRunHealthResult",
+    "ConfigurableClassData",
+    "WorkerStatus",
+    "provenance_tags",
+]
+
+
+def provenance_tags(
+    code_version: str, data_version: str, inputs: Mapping[dg.AssetKey, int | None]
+) -> dict[str, str]:
+    """The provenance tags of a materialisation made with `code_version` from its inputs as they
+    stood at event-log position `inputs[key]` (None: the input had no materialisation)."""
+    tags = {CODE_VERSION_TAG: code_version, DATA_VERSION_TAG: data_version}
+    for key, storage_id in inputs.items():
+        # Partitioned inputs are compared by position, not data version.
+        tags[get_input_data_version_tag(key)] = UNKNOWN_DATA_VERSION.value
+        pointer = NULL_EVENT_POINTER if storage_id is None else str(storage_id)
+        tags[get_input_event_pointer_tag(key)] = pointer
+    return tags

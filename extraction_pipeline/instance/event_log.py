@@ -15,7 +15,6 @@ from typing import Any
 
 import sqlalchemy.exc
 from dagster import EventLogEntry
-from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import (
     DagsterPostgresException,
@@ -24,10 +23,11 @@ from dagster_postgres.utils import (
     pg_url_from_config,
 )
 
+from extraction_pipeline.instance.dagster_compat import ConfigurableClassData
+
 POOL_SIZE = 2
 # Connections are replaced after this long, so a pipeline left running for days holds no
-# connection a server or proxy has silently dropped. (No pre-ping: it would cost a round trip
-# per event, which is what the pool is here to save.)
+# connection a server or proxy has silently dropped.
 POOL_RECYCLE_SECONDS = 300
 # How long an event write waits for the database to come back (a restart, a failover).
 RECONNECT_SECONDS = 120.0

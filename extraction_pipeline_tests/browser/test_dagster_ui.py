@@ -49,7 +49,11 @@ query ($keys: [AssetKeyInput!]) {
   assetNodes(assetKeys: $keys) {
     assetKey { path }
     description
+    staleStatus
     dependencyKeys { path }
+    assetChecksOrError {
+      ... on AssetChecks { checks { name executionForLatestMaterialization { status } } }
+    }
     metadataEntries {
       label
       ... on TableSchemaMetadataEntry { schema { columns { name } } }
@@ -124,6 +128,16 @@ def test_table_assets_show_their_descriptions_and_column_schemas(
         (schema,) = [e for e in node["metadataEntries"] if e["label"] == "dagster/column_schema"]
         columns = [column["name"] for column in schema["schema"]["columns"]]
         assert "document_key" in columns and node["description"], node
+        # Refreshed by the intake runs themselves: in sync with the documents, not "Unsynced".
+        assert node["staleStatus"] == "FRESH", (table, node["staleStatus"])
+        if table == "invoices":
+            checks = {
+                check["name"]: check["executionForLatestMaterialization"]
+                for check in node["assetChecksOrError"]["checks"]
+            }
+            assert set(checks) == {"required_fields", "totals_add_up", "dates_parse"}
+            # Evaluated against the latest refresh (the demo corpus has a bad total).
+            assert all(e and e["status"] in ("SUCCEEDED", "FAILED") for e in checks.values())
 
         open_page(page, pipeline_ui.page_url(f"/assets/{table}"))
         expect(page.get_by_text(node["description"].strip())).to_be_visible()

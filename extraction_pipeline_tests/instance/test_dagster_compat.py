@@ -8,8 +8,11 @@ import dagster as dg
 from extraction_pipeline.instance.dagster_compat import (
     GRPC_INFO_TAG,
     CheckRunHealthResult,
+    ConfigurableClassData,
     WorkerStatus,
+    provenance_tags,
 )
+from extraction_pipeline.instance.event_log import PooledPostgresEventLogStorage
 from extraction_pipeline.instance.run_launcher import WorkerCheckingRunLauncher, worker_status
 
 
@@ -18,6 +21,23 @@ def test_private_names_the_project_relies_on_are_still_there() -> None:
     assert {s.name for s in WorkerStatus} >= {"RUNNING", "NOT_FOUND", "FAILED", "SUCCESS"}
     assert CheckRunHealthResult(WorkerStatus.RUNNING).status is WorkerStatus.RUNNING
     assert issubclass(WorkerCheckingRunLauncher, dg.DefaultRunLauncher)
+    data = ConfigurableClassData("extraction_pipeline.instance.event_log", "X", "{}")
+    assert data.module_name == "extraction_pipeline.instance.event_log"
+    assert "inst_data" in PooledPostgresEventLogStorage.__init__.__code__.co_varnames
+
+
+def test_provenance_tags_read_back_through_dagsters_public_reader() -> None:
+    source, extraction = dg.AssetKey("source_document"), dg.AssetKey("extraction")
+    tags = provenance_tags("1", "feed-9", {source: 7, extraction: None})
+
+    provenance = dg.DataProvenance.from_tags(tags)
+
+    assert provenance is not None
+    assert provenance.code_version == "1"
+    assert provenance.input_storage_ids == {source: 7, extraction: None}
+    assert set(provenance.input_data_versions) == {source, extraction}
+    # Accepted as Dagster's own tags on a user-built materialisation.
+    assert dg.AssetMaterialization("documents", tags=tags).tags == tags
 
 
 def test_worker_status_tells_a_live_worker_from_a_gone_or_reused_one() -> None:
