@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import json
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,17 +20,16 @@ from typing import Any
 
 import pypdfium2 as pdfium
 
+from extraction_pipeline.core.documents.pdf import PDFIUM_LOCK
 from extraction_pipeline.simulator.extract import fill_schema, read_invoice
 
 Json = Any
 CHARS_PER_TOKEN = 4
 TOKENS_PER_IMAGE = 765
 _PDF_PREFIX = "data:application/pdf;base64,"
-# How the pipeline's prompt names the file (core/agent_prompt.py); only a label for reports.
+# How the pipeline's prompt names the file (core/model/prompt.py); only a label for reports.
 _FILE_NAME_LINE = "Document file name:"
 _ids = itertools.count(1)
-# PDFium is not thread-safe; batch processing may read PDFs from a worker thread.
-_PDFIUM_LOCK = threading.Lock()
 
 
 def new_id(prefix: str) -> str:
@@ -167,7 +165,7 @@ def _file_bytes(spec: dict[str, Json], files: FileLookup) -> bytes | None:
 
 def pdf_text(data: bytes) -> str:
     """The text layer of a PDF, pages joined by newlines; empty for unreadable bytes."""
-    with _PDFIUM_LOCK:
+    with PDFIUM_LOCK:
         try:
             document = pdfium.PdfDocument(data)
         except pdfium.PdfiumError:

@@ -19,8 +19,9 @@ PDF_MAGIC = b"%PDF-"
 MAGIC_SEARCH_BYTES = 1024
 # Fewer non-blank characters than this per page means a scan without a usable text layer.
 MIN_TEXT_CHARS_PER_PAGE = 25
-# PDFium is not thread-safe: every use of it in the process goes through this lock.
-_PDFIUM = threading.RLock()
+# PDFium is not thread-safe: every use of it in the process (the simulator's too) goes through
+# this one lock.
+PDFIUM_LOCK = threading.RLock()
 # Page-tree counts, to tell a PDF without pages (which PDFium refuses to load) from a corrupt one.
 _PAGE_COUNT = re.compile(rb"/Count\s+(\d+)")
 
@@ -83,7 +84,7 @@ def read_pdf(data: bytes, limits: PdfLimits | None = None) -> PdfDocumentInfo:
     """Open a PDF from its bytes and read its text, or raise the specific `UnreadablePdf`."""
     limits = limits or PdfLimits()
     _check_bytes(data, limits)
-    with _PDFIUM:
+    with PDFIUM_LOCK:
         document = _open(data)
         try:
             page_count = _check_pages(len(document), limits)
@@ -104,7 +105,7 @@ def check_pdf(data: bytes, limits: PdfLimits | None = None) -> int:
     raises the same `UnreadablePdf` that `read_pdf` would."""
     limits = limits or PdfLimits()
     _check_bytes(data, limits)
-    with _PDFIUM:
+    with PDFIUM_LOCK:
         document = _open(data)
         try:
             return _check_pages(len(document), limits)
@@ -117,7 +118,7 @@ def render_pages_png(data: bytes, dpi: int = 150, max_pages: int | None = None) 
     import io
 
     images: list[bytes] = []
-    with _PDFIUM:
+    with PDFIUM_LOCK:
         document = _open(data)
         try:
             count = len(document) if max_pages is None else min(len(document), max_pages)
