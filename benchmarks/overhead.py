@@ -45,9 +45,10 @@ from throughput import run_pipeline
 
 from extraction_pipeline.core.documents.pdf import read_pdf
 from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.extraction.outcomes import ExtractionJob
 from extraction_pipeline.core.extraction.records import RecordStore
 from extraction_pipeline.core.extraction.schemas import Invoice
-from extraction_pipeline.core.extraction.stream import ExtractionJob, extract_documents
+from extraction_pipeline.core.extraction.stream import extract_documents
 from extraction_pipeline.core.extraction.validation import ValidationPolicy
 from extraction_pipeline.core.model.agent import extract_many
 from extraction_pipeline.core.model.types import DocumentInput

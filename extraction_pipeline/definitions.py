@@ -3,6 +3,7 @@
 import dagster as dg
 
 from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.defs.batch_sensor import build_batch_sensor, model_batches_asset
 from extraction_pipeline.defs.document_assets import build_document_assets
 from extraction_pipeline.defs.jobs import extraction_job, intake_job, source_job
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
@@ -15,12 +16,18 @@ from extraction_pipeline.defs.table_assets import build_table_assets
 def build_definitions(settings: Settings) -> dg.Definitions:
     tables = build_table_assets(settings.extraction.schema_ref)
     return dg.Definitions(
-        assets=[build_document_assets(settings.extraction), tables, dead_letters_asset],
+        assets=[
+            build_document_assets(settings.extraction, settings.operations.max_attempts),
+            tables,
+            dead_letters_asset,
+            model_batches_asset,
+        ],
         jobs=[intake_job, source_job, extraction_job],
         schedules=build_schedules(settings),
         sensors=[
             build_inbox_sensor(settings),
             *build_run_sensors(settings),
+            build_batch_sensor(settings),
             dg.AutomationConditionSensorDefinition(
                 "tables_automation",
                 target=dg.AssetSelection.assets(tables),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -60,6 +60,12 @@ class ExtractionSettings(_FromEnv):
     api_mode: ApiMode = setting("EXTRACTION_API", "responses", "responses or chat")
     input_mode: InputMode = setting("EXTRACTION_INPUT", "auto", "auto, text, pdf or images")
     schema_ref: str = setting("EXTRACTION_SCHEMA", "invoice", "'invoice' or 'package.module:Model'")
+    mode: Literal["online", "batch"] = setting(
+        "EXTRACTION_MODE", "online", "online, or batch: the Batch API at half the token price"
+    )
+    batch_poll_seconds: int = setting(
+        "EXTRACTION_BATCH_POLL_SECONDS", 30, "Shortest interval between polls of a batch", ge=1
+    )
     base_url: str | None = setting("OPENAI_BASE_URL", None, "An OpenAI-compatible endpoint")
     max_concurrency: int = setting(
         "EXTRACTION_MAX_CONCURRENCY", _AGENT.max_concurrency, "Calls in flight per pool slot", ge=1

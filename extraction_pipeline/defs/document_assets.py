@@ -9,29 +9,30 @@ separately (the op is subsettable): a backfill of `extraction` alone reads the s
 """
 
 import contextlib
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.extraction.outcomes import ExtractionJob, SourceRead, read_source
 from extraction_pipeline.core.extraction.records import ExtractionRecord
 from extraction_pipeline.core.extraction.schemas import load_schema
-from extraction_pipeline.core.extraction.stream import (
-    ExtractionJob,
-    ExtractionStream,
-    SourceRead,
-    read_source,
-)
+from extraction_pipeline.core.extraction.stream import ExtractionStream
 from extraction_pipeline.core.extraction.validation import ValidationPolicy
 from extraction_pipeline.core.settings import ExtractionSettings
 from extraction_pipeline.core.tables.layout import TableSet, record_layouts
+from extraction_pipeline.defs.batch_steps import BatchSubmission, collect_batch
 from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
 from extraction_pipeline.defs.table_refresh import refresh_in_run
+from extraction_pipeline.instance.batches import documents_in_open_batches
 from extraction_pipeline.instance.names import (
+    BATCH_ATTEMPT_TAG,
+    BATCH_TAG,
     EXTRACTION_KEY,
+    MODE_TAG,
     RETRY_ON_STEP_FAILURE_TAG,
     SOURCE_KEY,
     documents_partitions,
@@ -68,7 +69,7 @@ class Settled:
     extraction: dict[str, str] = field(default_factory=dict)
 
 
-def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
+def build_document_assets(settings: ExtractionSettings, max_attempts: int) -> dg.AssetsDefinition:
     layout = record_layouts(load_schema(settings.schema_ref), "extraction", "line_items").records
     specs = [
         dg.AssetSpec(
@@ -127,22 +128,19 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
             stop_grace_seconds=extraction_agent.stop_grace_seconds,
         )
         extracting = EXTRACTION_KEY in selected
-        # Each document is handed to the model as soon as its source is read, and each outcome
-        # is recorded as soon as it is stored: reading, calls and event writes overlap.
-        with ExtractionStream(job) if extracting else contextlib.nullcontext() as stream:
-            try:
-                unreadable_seen = yield from _document_events(
-                    context, job, settled, stream, outcomes, failures
-                )
-            except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-                if stream is not None:
-                    context.log.warning(
-                        f"interrupted: {stream.calls_in_flight()} model calls in flight get up to "
-                        f"{job.stop_grace_seconds:.0f} s to finish; unsent documents are left for "
-                        "the retry of this run"
-                    )
-                    yield from _extraction_events(stream.interrupt(), outcomes, failures)
-                raise _interrupted(context, keys, settled, outcomes, failures) from None
+        batch_id = context.run.tags.get(BATCH_TAG)
+        if extracting and batch_id is not None:
+            # A run the batch sensor launched: the batch's answers are the outcomes.
+            attempt = int(context.run.tags.get(BATCH_ATTEMPT_TAG, "1"))
+            pending = [k for k in keys if k not in settled.extraction]
+            for item in collect_batch(job, batch_id, attempt, max_attempts, pending, context.log):
+                yield from _batch_events(item, outcomes, failures)
+            unreadable_seen = False
+        else:
+            stream = _extractor(job, _mode(context, extraction_agent.mode)) if extracting else None
+            unreadable_seen = yield from _read_and_extract(
+                context, job, settled, stream, outcomes, failures
+            )
         if extracting:
             context.log.info(_summary(outcomes, len(settled.extraction)))
         if extracting or unreadable_seen:
@@ -166,13 +164,76 @@ def build_document_assets(settings: ExtractionSettings) -> dg.AssetsDefinition:
     return document_assets
 
 
+def _read_and_extract(
+    context: dg.AssetExecutionContext,
+    job: ExtractionJob,
+    settled: Settled,
+    stream: ExtractionStream | BatchSubmission | None,
+    outcomes: list[ExtractionRecord],
+    failures: dict[str, str],
+) -> Generator[dg.AssetMaterialization | dg.AssetObservation, None, bool]:
+    """Read each document's source and extract it: online, each document goes to the model as
+    soon as its source is read and each outcome is recorded as soon as it is stored (reading,
+    calls and event writes overlap); in batch mode they are submitted together at the end.
+    Returns whether any document was unreadable."""
+    # Not extracted online: documents waiting in a batch (their answer is on its way).
+    online = isinstance(stream, ExtractionStream)
+    waiting = documents_in_open_batches(context.instance) if online else {}
+    with stream if stream is not None else contextlib.nullcontext():
+        try:
+            unreadable_seen = yield from _document_events(
+                context, job, settled, stream, outcomes, failures, waiting
+            )
+            if isinstance(stream, BatchSubmission):
+                for event in stream.submit_batches(context.log):
+                    yield from _batch_events(event, outcomes, failures)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            if stream is not None:
+                context.log.warning(
+                    f"interrupted: {stream.calls_in_flight()} model calls in flight get up to "
+                    f"{job.stop_grace_seconds:.0f} s to finish; unsent documents are left for "
+                    "the retry of this run"
+                )
+                yield from _extraction_events(stream.interrupt(), outcomes, failures)
+            raise _interrupted(
+                context, context.partition_keys, settled, outcomes, failures
+            ) from None
+    return unreadable_seen
+
+
+def _mode(context: dg.AssetExecutionContext, default: str) -> str:
+    mode = context.run.tags.get(MODE_TAG, default)
+    if mode not in ("online", "batch"):
+        raise dg.Failure(f"run tag {MODE_TAG}={mode!r}: use online or batch", allow_retries=False)
+    return mode
+
+
+def _extractor(job: ExtractionJob, mode: str) -> ExtractionStream | BatchSubmission:
+    return BatchSubmission(job) if mode == "batch" else ExtractionStream(job)
+
+
+def _batch_events(
+    item: ExtractionRecord | dg.AssetObservation,
+    outcomes: list[ExtractionRecord],
+    failures: dict[str, str],
+) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
+    if isinstance(item, ExtractionRecord):
+        yield from _extraction_events([item], outcomes, failures)
+        return
+    if item.asset_key == EXTRACTION_KEY and item.partition is not None:
+        # Submitted (again) to a batch: not failed, its answer is on its way.
+        failures.pop(item.partition, None)
+    yield item
+
+
 def _document_events(
     context: dg.AssetExecutionContext,
     job: ExtractionJob,
     settled: Settled,
-    stream: ExtractionStream | None,
+    stream: ExtractionStream | BatchSubmission | None,
     outcomes: list[ExtractionRecord],
     failures: dict[str, str],
+    waiting: Mapping[str, str],
 ) -> Generator[dg.AssetMaterialization | dg.AssetObservation, None, bool]:
     """Each document's source event, then (when extracting) its extraction event as its
     outcome arrives. Returns whether any document was unreadable."""
@@ -193,6 +254,9 @@ def _document_events(
             else:
                 info = source.info
                 yield _source_materialization(job.registry, source)
+        if key in waiting and stream is not None:
+            context.log.info(f"{key}: waits in batch {waiting[key]}; not extracted online")
+            continue
         if stream is not None and key not in settled.extraction and key not in failures:
             stream.submit(key, info)
             yield from _extraction_events(stream.ready(), outcomes, failures)
@@ -276,7 +340,7 @@ def _settled_in_run(context: dg.AssetExecutionContext) -> Settled:
     settled = Settled()
     for outcome in read_outcomes(records):
         target = settled.source if outcome.asset_key == SOURCE_KEY else settled.extraction
-        if outcome.materialized:
+        if outcome.materialized or outcome.is_submission:
             target[outcome.document_key] = ""
         elif outcome.retryable is False:
             target[outcome.document_key] = outcome.error_message or ""

@@ -57,6 +57,10 @@ def run_outcomes(
     failures: dict[str, DocumentFailure] = {}
     extracted: set[str] = set()
     for outcome in read_outcomes(records):
+        if outcome.is_submission:
+            # Handed to a batch (again, after a failed line): its collecting run judges it.
+            failures.pop(outcome.document_key, None)
+            continue
         if outcome.materialized:
             if outcome.asset_key == EXTRACTION_KEY:
                 extracted.add(outcome.document_key)

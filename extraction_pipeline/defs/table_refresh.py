@@ -118,6 +118,9 @@ def changed_documents(
                 if not position.is_new(record.storage_id):
                     continue
                 taken.append(record.storage_id)
+                outcome = read_outcome(record)
+                if outcome is not None and outcome.is_submission:
+                    continue  # handed to a batch: no outcome yet
                 if record.partition_key is not None:
                     paid[record.partition_key] = paid.get(record.partition_key, 0.0) + _cost(record)
             if not result.has_more:

@@ -5,6 +5,7 @@ from collections.abc import Collection, Sequence
 import dagster as dg
 
 from extraction_pipeline.core.operations.lifecycle import AssetState, DocumentFacts
+from extraction_pipeline.instance.batches import documents_in_open_batches
 from extraction_pipeline.instance.document_runs import run_document_keys
 from extraction_pipeline.instance.names import (
     DOCUMENTS_PARTITIONS_NAME,
@@ -106,9 +107,11 @@ def waiting_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str])
 
 
 def busy_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) -> set[str]:
-    """Documents of every run not finished yet, queued ones included."""
+    """Documents of every run not finished yet, queued ones included, and of every batch the
+    provider has not finished answering."""
     runs = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED))
-    return {key for run in runs for key in run_document_keys(run, ordered_keys)}
+    busy = {key for run in runs for key in run_document_keys(run, ordered_keys)}
+    return busy | set(documents_in_open_batches(instance))
 
 
 def attempted_documents(

@@ -51,6 +51,7 @@ class Attempt:
     output_tokens: int | None = None
     cost_usd: float | None = None
     cache_hit: bool | None = None
+    batch_id: str | None = None  # answered through (or submitted to) this Batch API batch
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -124,6 +125,7 @@ def _run_attempts(instance: dg.DagsterInstance, record: dg.RunRecord, key: str) 
                 output_tokens=outcome.output_tokens,
                 cost_usd=outcome.cost_usd,
                 cache_hit=outcome.cache_hit,
+                batch_id=outcome.batch_id,
                 **base,
             )
         )

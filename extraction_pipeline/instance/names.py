@@ -11,6 +11,8 @@ DOCUMENT_KEYS = (SOURCE_KEY, EXTRACTION_KEY)
 TABLE_KEYS = tuple(dg.AssetKey(name) for name in TABLE_NAMES)
 RECORDS_KEY = dg.AssetKey(RECORDS_TABLE)
 DEAD_LETTERS_KEY = dg.AssetKey("dead_letters")
+# Batches submitted to the provider's Batch API and how they ended (observations).
+MODEL_BATCHES_KEY = dg.AssetKey("model_batches")
 
 # One partition per document: the key is `<file-name slug>-<12 hex of its SHA-256>`.
 DOCUMENTS_PARTITIONS_NAME = "documents"
@@ -29,4 +31,9 @@ PARENT_RUN_TAG = "dagster/parent_run_id"
 # Ours: who asked for a run (sensor, schedule name, ingest), and on which host its worker runs
 # when that is not the code server's (ingest runs in the CLI's process).
 TRIGGER_TAG = "extraction_pipeline/trigger"
+# online or batch, for this run (else EXTRACTION_MODE); a UI launch can set it.
+MODE_TAG = "extraction_pipeline/mode"
+# A run that collects the answers of this batch (and which submission of its documents it was).
+BATCH_TAG = "extraction_pipeline/batch_id"
+BATCH_ATTEMPT_TAG = "extraction_pipeline/batch_attempt"
 WORKER_HOST_TAG = "extraction_pipeline/worker_host"

@@ -3,6 +3,8 @@ the one reader of it.
 
 An extraction outcome is an `extraction` materialisation (extracted, needs_review) or, for a
 failure, an `extraction` observation; an unreadable document is a `source_document` observation.
+A document handed to the Batch API gets an `extraction` observation with status `submitted` (no
+outcome yet: its answer comes in the run that collects the batch).
 `outcome_metadata` writes their metadata; `read_outcome` turns a stored event back into a typed
 `RecordedOutcome`. Sensors, the step's resume after a retry, history, status and the tables'
 change feed all read through here, so a key renamed on one side cannot go unnoticed on the other.
@@ -19,6 +21,7 @@ import dagster as dg
 from extraction_pipeline.core.extraction.records import ExtractionRecord
 from extraction_pipeline.instance.names import DOCUMENT_KEYS
 
+SUBMITTED = "submitted"
 OUTCOME_EVENT_TYPES = frozenset(
     {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION}
 )
@@ -29,9 +32,10 @@ class RecordedOutcome:
     """One document's outcome as an event recorded it.
 
     `materialized`: the asset was materialised (for `extraction`, the document was extracted);
-    otherwise the event is the observation of a failure. `status` is extracted, needs_review or
-    failed for outcomes; None on a `source_document` materialisation (the original was stored,
-    which is no outcome yet). `retryable` is None when the event does not say.
+    otherwise the event is the observation of a failure, or of a submission to a batch. `status`
+    is extracted, needs_review or failed for outcomes, submitted for a submission; None on a
+    `source_document` materialisation (the original was stored, which is no outcome yet).
+    `retryable` is None when the event does not say.
     """
 
     document_key: str
@@ -50,10 +54,15 @@ class RecordedOutcome:
     output_tokens: int | None = None
     cost_usd: float | None = None
     cache_hit: bool | None = None
+    batch_id: str | None = None
+
+    @property
+    def is_submission(self) -> bool:
+        return self.status == SUBMITTED
 
     @property
     def is_failure(self) -> bool:
-        return not self.materialized
+        return not self.materialized and not self.is_submission
 
     @property
     def settled_for_good(self) -> bool:
@@ -64,6 +73,11 @@ class RecordedOutcome:
     def paid_usd(self) -> float:
         """What this outcome cost: nothing when a stored result was reused."""
         return 0.0 if self.cache_hit else float(self.cost_usd or 0.0)
+
+
+def submission_metadata(file_name: str, batch_id: str, attempt: int) -> dict[str, Any]:
+    """Metadata of a document's `extraction` observation when it is handed to a batch."""
+    return {"status": SUBMITTED, "file_name": file_name, "batch_id": batch_id, "attempt": attempt}
 
 
 def outcome_metadata(outcome: ExtractionRecord) -> dict[str, Any]:
@@ -100,6 +114,8 @@ def outcome_metadata(outcome: ExtractionRecord) -> dict[str, Any]:
         )
     if outcome.review_reason:
         metadata["review_reason"] = outcome.review_reason
+    if outcome.batch_id:
+        metadata["batch_id"] = outcome.batch_id
     if outcome.error_kind:
         metadata["error_kind"] = outcome.error_kind
         metadata["error_message"] = outcome.error_message or ""
@@ -140,6 +156,7 @@ def read_outcome(record: dg.EventLogRecord) -> RecordedOutcome | None:
         output_tokens=_whole(values.get("output_tokens")),
         cost_usd=None if values.get("cost_usd") is None else float(values["cost_usd"]),
         cache_hit=_flag(values.get("cache_hit")),
+        batch_id=_text(values.get("batch_id")),
     )
 
 

@@ -90,6 +90,7 @@ class ExtractionRecord(BaseModel):
     review_reason: str | None = None
     extracted_at: datetime
     run_id: str | None = None
+    batch_id: str | None = None  # answered through the Batch API (billed at the batch price)
 
 
 class CachedExtraction(BaseModel):

@@ -14,86 +14,29 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from extraction_pipeline.core.documents.pdf import (
-    PdfDocumentInfo,
-    PdfLimits,
-    UnreadablePdf,
-    read_pdf,
+from extraction_pipeline.core.documents.pdf import PdfDocumentInfo, UnreadablePdf, read_pdf
+from extraction_pipeline.core.extraction.outcomes import (
+    ExtractionJob,
+    error_outcome,
+    failure_outcome,
+    success_outcome,
 )
-from extraction_pipeline.core.documents.registry import DocumentRecord, DocumentRegistry
 from extraction_pipeline.core.extraction.records import (
     CachedExtraction,
     CallSummary,
     ExtractionRecord,
-    FindingRecord,
-    RecordStore,
     cache_key,
 )
-from extraction_pipeline.core.extraction.validation import ValidationPolicy, validate_record
 from extraction_pipeline.core.model.agent import ExtractionAgent
-from extraction_pipeline.core.model.config import AgentConfig
 from extraction_pipeline.core.model.errors import ExtractionError
 from extraction_pipeline.core.model.prompt import schema_fingerprint
 from extraction_pipeline.core.model.ratelimit import RateLimiter, SharedWindow
 from extraction_pipeline.core.model.types import DocumentInput
 
 log = logging.getLogger(__name__)
-
-# Failures a person has to look at: the model will answer the same way to the same input.
-REVIEW_ERROR_KINDS = frozenset({"refused", "truncated", "schema_violation", "unreadable_input"})
-
-
-@dataclass(frozen=True)
-class ExtractionJob:
-    """What a batch needs besides the keys: where documents are, the schema, the model."""
-
-    registry: DocumentRegistry
-    records: RecordStore
-    schema: type[BaseModel]
-    config: AgentConfig
-    policy: ValidationPolicy
-    pdf_limits: PdfLimits
-    run_id: str | None = None
-    stop_grace_seconds: float = 15.0  # see ExtractionStream.interrupt
-
-
-@dataclass(frozen=True)
-class SourceRead:
-    """A readable document: its registration and what its original holds."""
-
-    document: DocumentRecord
-    info: PdfDocumentInfo
-
-
-def read_source(
-    registry: DocumentRegistry, key: str, limits: PdfLimits, run_id: str | None = None
-) -> SourceRead | ExtractionRecord:
-    """Read a registered document's original; or, when it cannot be read (or has no
-    registration), the document's failed outcome, whose `error_kind` is the specific reason
-    (`EmptyFile`, `NotAPdf`, `CorruptPdf`, `EncryptedPdf`, `TooLarge`, `DocumentNotRegistered`).
-    That failure is permanent: the document never reaches the model."""
-    document = registry.get(key)
-    if document is None:
-        message = f"DocumentNotRegistered: no registration for {key} in the data dir"
-        return _source_failure(key, None, message, run_id)
-    try:
-        info = read_pdf(registry.original(document), limits)
-    except UnreadablePdf as error:
-        message = f"{type(error).__name__}: {document.file_name}: {error}"
-        return _source_failure(key, document, message, run_id)
-    return SourceRead(document, info)
-
-
-def _source_failure(
-    key: str, document: DocumentRecord | None, message: str, run_id: str | None
-) -> ExtractionRecord:
-    """An unreadable document's outcome: its kind is the message's prefix (e.g. CorruptPdf)."""
-    return _failure(key, document, None, message.split(":", 1)[0], message, run_id)
 
 
 class ExtractionStream:
@@ -267,7 +210,9 @@ class ExtractionStream:
             outcome = await self._extract(agent, key, info)
         except Exception as error:  # never lose a document: record what went wrong
             log.exception("document %s: extraction failed unexpectedly", key)
-            outcome = _failure(key, None, None, "internal", f"internal: {error}", self.job.run_id)
+            outcome = failure_outcome(
+                key, None, None, "internal", f"internal: {error}", self.job.run_id
+            )
         try:
             self.job.records.save(outcome)
         except Exception:
@@ -281,17 +226,17 @@ class ExtractionStream:
         document = job.registry.get(key)
         if document is None:
             message = f"no registration for {key}"
-            return _failure(key, None, None, "not_registered", message, job.run_id)
+            return failure_outcome(key, None, None, "not_registered", message, job.run_id)
         key_of_result = cache_key(document.sha256, self.fingerprint, job.config)
         cached = job.records.cached(key_of_result)
         if cached is not None:
-            return _success(document, cached.pages, cached, job, cache_hit=True)
+            return success_outcome(document, cached.pages, cached, job, cache_hit=True)
         data = job.registry.original(document)
         try:
             info = info or read_pdf(data, job.pdf_limits)
         except UnreadablePdf as error:
             message = f"unreadable_input: {type(error).__name__}: {error}"
-            return _failure(key, document, None, "unreadable_input", message, job.run_id)
+            return failure_outcome(key, document, None, "unreadable_input", message, job.run_id)
         outcome = await agent.extract_outcome(
             DocumentInput(
                 document_key=key,
@@ -303,12 +248,12 @@ class ExtractionStream:
         )
         if outcome.result is None:
             failure = outcome.error or ExtractionError("no result and no error")
-            return _error_outcome(document, info.page_count, failure, job)
+            return error_outcome(document, info.page_count, failure, job)
         call = CallSummary.from_call(outcome.result.call)
         record = outcome.result.record.model_dump(mode="json")
         result = CachedExtraction(record=record, call=call, pages=info.page_count)
         job.records.remember(key_of_result, result)
-        return _success(document, info.page_count, result, job, cache_hit=False)
+        return success_outcome(document, info.page_count, result, job, cache_hit=False)
 
 
 async def _keep_saving(window: SharedWindow, limiter: RateLimiter) -> None:
@@ -350,59 +295,3 @@ def extract_documents(
             if on_outcome is not None:
                 on_outcome(outcome)
     return [outcomes[key] for key in dict.fromkeys(keys)]
-
-
-def _success(
-    document: DocumentRecord,
-    pages: int | None,
-    cached: CachedExtraction,
-    job: ExtractionJob,
-    cache_hit: bool,
-) -> ExtractionRecord:
-    findings = validate_record(cached.record, job.policy)
-    review = "; ".join(finding.message for finding in findings) or None
-    return ExtractionRecord(
-        document_key=document.document_key,
-        file_name=document.file_name,
-        sha256=document.sha256,
-        pages=pages,
-        status="needs_review" if findings else "extracted",
-        record=cached.record,
-        call=cached.call,
-        cache_hit=cache_hit,
-        findings=[FindingRecord.from_finding(finding) for finding in findings],
-        review_reason=review,
-        extracted_at=datetime.now(UTC),
-        run_id=job.run_id,
-    )
-
-
-def _error_outcome(
-    document: DocumentRecord, pages: int | None, error: ExtractionError, job: ExtractionJob
-) -> ExtractionRecord:
-    outcome = _failure(document.document_key, document, pages, error.kind, str(error), job.run_id)
-    call = CallSummary.from_call(error.call) if error.call is not None else None
-    return outcome.model_copy(update={"call": call, "retryable": error.retryable})
-
-
-def _failure(
-    key: str,
-    document: DocumentRecord | None,
-    pages: int | None,
-    kind: str,
-    message: str,
-    run_id: str | None,
-) -> ExtractionRecord:
-    return ExtractionRecord(
-        document_key=key,
-        file_name=document.file_name if document else "",
-        sha256=document.sha256 if document else "",
-        pages=pages,
-        status="failed",
-        error_kind=kind,
-        error_message=message,
-        retryable=False,
-        review_reason=message if kind in REVIEW_ERROR_KINDS else None,
-        extracted_at=datetime.now(UTC),
-        run_id=run_id,
-    )

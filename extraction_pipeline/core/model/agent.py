@@ -42,8 +42,13 @@ from extraction_pipeline.core.model.errors import (
 )
 from extraction_pipeline.core.model.prompt import schema_fingerprint
 from extraction_pipeline.core.model.ratelimit import RateLimiter
-from extraction_pipeline.core.model.results import DocumentOutcome, ExtractionResult
-from extraction_pipeline.core.model.types import DocumentInput, RecordT
+from extraction_pipeline.core.model.results import (
+    ENDPOINTS,
+    BatchRequest,
+    DocumentOutcome,
+    ExtractionResult,
+)
+from extraction_pipeline.core.model.types import DocumentInput, RecordT, SentInputMode
 from extraction_pipeline.core.model.wire import ModelReply, reply_from_chat, reply_from_response
 
 logger = logging.getLogger(__name__)
@@ -145,22 +150,71 @@ class ExtractionAgent(Generic[RecordT]):
         turns: tuple[prompt.Turn, ...] = ()
         while True:
             reply = await self._call_with_retries(parts, turns, estimate, tracker)
-            self._raise_if_unusable(reply, tracker)
             try:
-                record = self.schema.model_validate_json(reply.text)
-            except ValidationError as error:
-                problem = _summarize(error)
-                if tracker.repaired:
-                    raise tracker.fail(
-                        SchemaViolation(f"answer does not match the schema after repair: {problem}")
-                    ) from error
+                return self._result(reply, tracker, can_repair=not tracker.repaired)
+            except _Repair as repair:
                 logger.info(
-                    "document %s: schema violation, repairing (%s)", document.document_key, problem
+                    "document %s: schema violation, repairing (%s)",
+                    document.document_key,
+                    repair.problem,
                 )
                 tracker.repaired = True
-                turns = prompt.repair_turns(reply.text, problem)
-                continue
-            return ExtractionResult(record=record, call=tracker.record())
+                turns = prompt.repair_turns(reply.text, repair.problem)
+
+    def batch_request(self, document: DocumentInput) -> BatchRequest:
+        """The request `extract` would send first for `document`, as a Batch API line: same
+        model, instructions, input and output format."""
+        mode = prompt.resolve_input_mode(self.config.input_mode, document)
+        images: tuple[bytes, ...] = ()
+        if mode == "images":
+            try:
+                images = tuple(render_pages_png(document.pdf_bytes, dpi=self.config.image_dpi))
+            except UnreadablePdf as error:
+                raise UnreadableInput(f"cannot render pages: {error}") from error
+        parts = prompt.document_parts(document, mode, self.output_format.schema_name, images)
+        return BatchRequest(
+            custom_id=document.document_key,
+            url=ENDPOINTS[self.config.api_mode],
+            body=self._body(parts, ()),
+            input_mode=mode,
+        )
+
+    def batch_result(
+        self, document_key: str, input_mode: SentInputMode, reply: ModelReply
+    ) -> ExtractionResult[RecordT]:
+        """Judge a batch answer as `extract` judges an online one (no repair round: a schema
+        violation is final), billed at the batch price; raises an `ExtractionError`."""
+        tracker = CallTracker(
+            document_key,
+            self.config,
+            self.output_format.schema_name,
+            self.schema_fingerprint,
+            batch=True,
+        )
+        tracker.input_mode = input_mode
+        tracker.attempts = 1
+        tracker.add_reply(reply)
+        if reply.failed is not None:
+            raise tracker.fail(
+                ServerError(f"the provider reports the response failed: {reply.failed}")
+            )
+        return self._result(reply, tracker, can_repair=False)
+
+    def _result(
+        self, reply: ModelReply, tracker: CallTracker, *, can_repair: bool
+    ) -> ExtractionResult[RecordT]:
+        self._raise_if_unusable(reply, tracker)
+        try:
+            record = self.schema.model_validate_json(reply.text)
+        except ValidationError as error:
+            problem = _summarize(error)
+            if can_repair:
+                raise _Repair(problem) from error
+            after = " after repair" if tracker.repaired else ""
+            raise tracker.fail(
+                SchemaViolation(f"answer does not match the schema{after}: {problem}")
+            ) from error
+        return ExtractionResult(record=record, call=tracker.record())
 
     async def extract_outcome(self, document: DocumentInput) -> DocumentOutcome[RecordT]:
         """`extract`, with every failure captured in the outcome instead of raised."""
@@ -264,27 +318,44 @@ class ExtractionAgent(Generic[RecordT]):
         client = self._client
         if client is None:
             raise RuntimeError("ExtractionAgent used outside 'async with'")
+        body = cast(Any, self._body(parts, turns))
+        if self.config.api_mode == "responses":
+            return reply_from_response(await client.responses.create(**body))
+        return reply_from_chat(await client.chat.completions.create(**body))
+
+    def _body(
+        self, parts: tuple[prompt.PromptPart, ...], turns: tuple[prompt.Turn, ...]
+    ) -> dict[str, Any]:
+        """The request body, one for both ways of sending it: the SDK call and a batch line."""
         config = self.config
-        temperature = openai.omit if config.temperature is None else config.temperature
+        body: dict[str, Any]
         if config.api_mode == "responses":
-            response = await client.responses.create(
-                model=config.model,
-                instructions=prompt.INSTRUCTIONS,
-                input=cast(Any, prompt.responses_input(parts, turns)),
-                text={"format": cast(Any, self._format)},
-                max_output_tokens=config.max_output_tokens,
-                temperature=temperature,
-                store=config.store,
-            )
-            return reply_from_response(response)
-        completion = await client.chat.completions.create(
-            model=config.model,
-            messages=cast(Any, prompt.chat_messages(parts, turns)),
-            response_format=cast(Any, self._format),
-            max_completion_tokens=config.max_output_tokens,
-            temperature=temperature,
-        )
-        return reply_from_chat(completion)
+            body = {
+                "model": config.model,
+                "instructions": prompt.INSTRUCTIONS,
+                "input": prompt.responses_input(parts, turns),
+                "text": {"format": self._format},
+                "max_output_tokens": config.max_output_tokens,
+                "store": config.store,
+            }
+        else:
+            body = {
+                "model": config.model,
+                "messages": prompt.chat_messages(parts, turns),
+                "response_format": self._format,
+                "max_completion_tokens": config.max_output_tokens,
+            }
+        if config.temperature is not None:  # reasoning models refuse the parameter
+            body["temperature"] = config.temperature
+        return body
+
+
+class _Repair(Exception):
+    """The answer violates the schema and one repair round is allowed."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
 
 
 def _summarize(error: ValidationError, limit: int = 10) -> str:

@@ -18,7 +18,12 @@ class CallTracker:
     """
 
     def __init__(
-        self, document_key: str, config: AgentConfig, schema_name: str, schema_fingerprint: str
+        self,
+        document_key: str,
+        config: AgentConfig,
+        schema_name: str,
+        schema_fingerprint: str,
+        batch: bool = False,
     ) -> None:
         self.document_key = document_key
         self.config = config
@@ -32,6 +37,7 @@ class CallTracker:
         self.request_id: str | None = None
         self.model = config.model
         self.repaired = False
+        self.batch = batch  # answered through the Batch API: billed at the batch price
 
     def add_reply(self, reply: ModelReply) -> None:
         """Count a reply's tokens: every answer is billed, usable or not."""
@@ -47,7 +53,7 @@ class CallTracker:
             input_mode=self.input_mode,
             attempts=self.attempts,
             usage=self.usage,
-            cost_usd=cost_usd(self.usage, self.model, self.config.prices),
+            cost_usd=cost_usd(self.usage, self.model, self.config.prices, batch=self.batch),
             latency_seconds=self.latency,
             elapsed_seconds=time.monotonic() - self.started,
             request_id=self.request_id,

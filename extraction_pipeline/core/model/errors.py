@@ -126,19 +126,31 @@ def classify_api_error(error: openai.OpenAIError) -> ExtractionError:
 
 
 def _classify_status(error: openai.APIStatusError) -> ExtractionError:
-    status = error.status_code
-    detail = f"HTTP {status}: {_error_message(error)}"
-    request_id = error.request_id
+    return classify_status(
+        error.status_code,
+        _error_message(error),
+        code=error.code,
+        request_id=error.request_id,
+        retry_after=retry_after_seconds(error),
+    )
+
+
+def classify_status(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> ExtractionError:
+    """The typed error an HTTP status means: for an online call, or a batch output line."""
+    detail = f"HTTP {status}: {message}"
     if status == 429:
-        if error.code == "insufficient_quota":
+        if code == "insufficient_quota":
             return QuotaExhausted(detail, request_id=request_id)
-        return RateLimited(
-            detail, request_id=request_id, retry_after_seconds=retry_after_seconds(error)
-        )
+        return RateLimited(detail, request_id=request_id, retry_after_seconds=retry_after)
     if status >= 500 or status in _TRANSIENT_STATUSES:
-        return ServerError(
-            detail, request_id=request_id, retry_after_seconds=retry_after_seconds(error)
-        )
+        return ServerError(detail, request_id=request_id, retry_after_seconds=retry_after)
     if status in (401, 403):
         return AuthFailed(detail, request_id=request_id)
     return BadRequest(detail, request_id=request_id)

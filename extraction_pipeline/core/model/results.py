@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic
+from typing import Any, Generic
 
 from extraction_pipeline.core.model.errors import ExtractionError
-from extraction_pipeline.core.model.types import CallRecord, RecordT
+from extraction_pipeline.core.model.types import ApiMode, CallRecord, RecordT, SentInputMode
+
+# Where each API's requests go, as a Batch API line names it.
+ENDPOINTS: dict[ApiMode, str] = {"responses": "/v1/responses", "chat": "/v1/chat/completions"}
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,16 @@ class DocumentOutcome(Generic[RecordT]):
         if self.result is not None:
             return self.result.call
         return self.error.call if self.error is not None else None
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One document's request as a line of a Batch API input file."""
+
+    custom_id: str
+    url: str
+    body: dict[str, Any]
+    input_mode: SentInputMode
+
+    def line(self) -> dict[str, Any]:
+        return {"custom_id": self.custom_id, "method": "POST", "url": self.url, "body": self.body}

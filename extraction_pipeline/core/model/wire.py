@@ -6,7 +6,7 @@ not judge: the agent decides what a refusal, a truncation or a failed status mea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
@@ -54,12 +54,21 @@ def reply_from_response(response: Response) -> ModelReply:
         text=response.output_text,
         usage=usage,
         model=response.model,
-        request_id=response._request_id,
+        request_id=getattr(response, "_request_id", None),  # set by the SDK on what it fetched
         refusal="; ".join(refusals) if refusals else None,
         truncated=(reason or "incomplete") if incomplete and reason != "content_filter" else None,
         content_filtered=incomplete and reason == "content_filter",
         failed=failed,
     )
+
+
+def reply_from_body(api_mode: str, body: dict[str, object], request_id: str | None) -> ModelReply:
+    """Interpret an answer received as JSON (a batch output line's body) like an online one."""
+    if api_mode == "responses":
+        reply = reply_from_response(Response.model_validate(body))
+    else:
+        reply = reply_from_chat(ChatCompletion.model_validate(body))
+    return replace(reply, request_id=request_id or reply.request_id)
 
 
 def reply_from_chat(completion: ChatCompletion) -> ModelReply:
@@ -77,7 +86,7 @@ def reply_from_chat(completion: ChatCompletion) -> ModelReply:
             text="",
             usage=usage,
             model=completion.model,
-            request_id=completion._request_id,
+            request_id=getattr(completion, "_request_id", None),
             failed="the answer has no choices",
         )
     choice = completion.choices[0]
@@ -85,7 +94,7 @@ def reply_from_chat(completion: ChatCompletion) -> ModelReply:
         text=choice.message.content or "",
         usage=usage,
         model=completion.model,
-        request_id=completion._request_id,
+        request_id=getattr(completion, "_request_id", None),
         refusal=choice.message.refusal or None,
         truncated="length" if choice.finish_reason == "length" else None,
         content_filtered=choice.finish_reason == "content_filter",

@@ -13,15 +13,10 @@ import pytest
 from extraction_pipeline.cli.samples import SampleInvoice, invoice_pdf, make_invoice
 from extraction_pipeline.core.documents.pdf import PdfDocumentInfo, PdfLimits, read_pdf
 from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.extraction.outcomes import ExtractionJob, SourceRead, read_source
 from extraction_pipeline.core.extraction.records import ExtractionRecord, FindingRecord, RecordStore
 from extraction_pipeline.core.extraction.schemas import Invoice
-from extraction_pipeline.core.extraction.stream import (
-    ExtractionJob,
-    ExtractionStream,
-    SourceRead,
-    extract_documents,
-    read_source,
-)
+from extraction_pipeline.core.extraction.stream import ExtractionStream, extract_documents
 from extraction_pipeline.core.extraction.validation import ValidationPolicy
 from extraction_pipeline.core.model.config import AgentConfig
 from extraction_pipeline.core.store import LocalObjectStore

@@ -1,0 +1,140 @@
+"""The `batch_poller` sensor: follows every open Batch API batch until it ends, then launches
+the runs that collect its answers.
+
+Open batches are read from the event log (`model_batches` observations), so a restarted daemon
+or a reset cursor loses none. The cursor only paces the polling: each batch is asked again
+after a delay that doubles while its status stays the same (from EXTRACTION_BATCH_POLL_SECONDS
+up to MAX_POLL_SECONDS) and starts over when it changes. A batch that ended is recorded in the
+same tick as the runs that collect it (one per run of adjacent documents, keyed by the batch,
+so no batch is collected twice).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import dagster as dg
+import openai
+
+from extraction_pipeline.core.extraction.batch import BatchApi, BatchState
+from extraction_pipeline.core.operations.lifecycle import contiguous_batches
+from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.defs.batch_steps import LOST
+from extraction_pipeline.defs.jobs import extraction_job
+from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
+from extraction_pipeline.defs.resources import ExtractionAgentResource
+from extraction_pipeline.instance.batches import BatchEntry, ended_event, open_batches
+from extraction_pipeline.instance.document_runs import DocumentsRun
+from extraction_pipeline.instance.names import (
+    BATCH_ATTEMPT_TAG,
+    BATCH_TAG,
+    DOCUMENTS_PARTITIONS_NAME,
+    MODEL_BATCHES_KEY,
+    TRIGGER_TAG,
+)
+
+MAX_POLL_SECONDS = 600.0
+
+model_batches_asset = dg.AssetSpec(
+    MODEL_BATCHES_KEY,
+    description="Batches handed to the provider's Batch API (EXTRACTION_MODE=batch, or "
+    "`extraction-pipeline batch submit`): an observation when one is submitted (its documents) "
+    "and when it ends (its status and counts). Kept by the document runs and the batch_poller "
+    "sensor.",
+    group_name="extraction",
+    kinds={"openai"},
+)
+
+
+@dataclass
+class Pace:
+    """When to ask about a batch next."""
+
+    status: str
+    delay: float
+    due: float
+
+
+def build_batch_sensor(settings: Settings) -> dg.SensorDefinition:
+    first_delay = float(settings.extraction.batch_poll_seconds)
+
+    @dg.sensor(
+        name="batch_poller",
+        job=extraction_job,
+        minimum_interval_seconds=settings.extraction.batch_poll_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Polls every open Batch API batch (with backoff) and, when one ends, "
+        "launches the runs that record its answers and submit again what it left unanswered.",
+    )
+    def batch_poller(
+        context: dg.SensorEvaluationContext, extraction_agent: ExtractionAgentResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        batches = open_batches(context.instance)
+        if not batches:
+            return dg.SkipReason("no open batch")
+        paces = {k: Pace(**v) for k, v in json.loads(context.cursor or "{}").items()}
+        now = time.time()
+        requests: list[dg.RunRequest] = []
+        events: list[dg.AssetObservation] = []
+        with BatchApi(extraction_agent.agent_config_with_key()) as api:
+            for entry in batches:
+                pace = paces.get(entry.batch_id)
+                if pace is not None and pace.due > now:
+                    continue
+                state = _state(api, entry.batch_id, context)
+                if state is None:  # the provider did not answer: ask again later
+                    paces[entry.batch_id] = _next(pace, "unreachable", first_delay, now)
+                    continue
+                if state.is_open:
+                    paces[entry.batch_id] = _next(pace, state.status, first_delay, now)
+                    context.log.info(
+                        f"batch {entry.batch_id}: {state.status}, {state.completed} of "
+                        f"{state.total} answered"
+                    )
+                    continue
+                paces.pop(entry.batch_id, None)
+                context.log.info(f"batch {entry.batch_id} ended: {state.status}")
+                requests += _collect_runs(context.instance, entry)
+                events.append(ended_event(state))
+        cursor = json.dumps({k: asdict(v) for k, v in paces.items()})
+        if not requests:
+            return dg.SensorResult(skip_reason="no batch ended", cursor=cursor)
+        return dg.SensorResult(run_requests=requests, asset_events=events, cursor=cursor)
+
+    return batch_poller
+
+
+def _state(api: BatchApi, batch_id: str, context: dg.SensorEvaluationContext) -> BatchState | None:
+    try:
+        return api.state(batch_id)
+    except openai.NotFoundError:
+        context.log.warning(f"batch {batch_id} is unknown to the provider: collecting it as lost")
+        return BatchState(batch_id, LOST)
+    except openai.OpenAIError as error:
+        context.log.warning(f"batch {batch_id}: cannot ask the provider ({error})")
+        return None
+
+
+def _next(pace: Pace | None, status: str, first_delay: float, now: float) -> Pace:
+    """Poll sooner after a change, ever later while nothing changes."""
+    if pace is None or pace.status != status:
+        delay = first_delay
+    else:
+        delay = min(pace.delay * 2, MAX_POLL_SECONDS)
+    return Pace(status=status, delay=delay, due=now + delay)
+
+
+def _collect_runs(instance: dg.DagsterInstance, entry: BatchEntry) -> list[dg.RunRequest]:
+    ordered = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
+    groups = contiguous_batches(ordered, entry.documents, MAX_DOCUMENTS_PER_RUN)
+    tags = {
+        BATCH_TAG: entry.batch_id,
+        BATCH_ATTEMPT_TAG: str(entry.attempt),
+        TRIGGER_TAG: "batch_poller",
+    }
+    return [
+        DocumentsRun(extraction_job.name, keys, tags).request(f"batch:{entry.batch_id}:{index}")
+        for index, keys in enumerate(groups)
+    ]

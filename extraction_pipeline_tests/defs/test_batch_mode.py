@@ -1,0 +1,197 @@
+"""Batch mode through Dagster: a run submits, the poller sees the batch end, a run collects it.
+
+Real components: Postgres, the `openai` SDK over HTTP against the simulator's Files and Batch
+API, the shipped definitions; the sensor is evaluated as the daemon would.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.instance.batches import batch_entries, documents_in_open_batches
+from extraction_pipeline.instance.facts import busy_documents
+from extraction_pipeline.instance.names import (
+    BATCH_TAG,
+    EXTRACTION_KEY,
+    MODE_TAG,
+    documents_partitions,
+)
+from extraction_pipeline.instance.outcomes import read_outcomes
+from extraction_pipeline.simulator import SimulatorControl
+from extraction_pipeline_tests.defs.helpers import definitions_for
+
+COUNT = 4
+
+
+def register(instance: dg.DagsterInstance, settings: Settings, count: int = COUNT) -> list[str]:
+    registry = DocumentRegistry(LocalObjectStore(settings.data_dir))
+    keys = [
+        registry.register(f"march-{i}.pdf", invoice_pdf(make_invoice(i))).record.document_key
+        for i in range(count)
+    ]
+    instance.add_dynamic_partitions(documents_partitions.name, keys)
+    return instance.get_dynamic_partitions(documents_partitions.name)
+
+
+def run(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job: str,
+    keys: list[str],
+    tags: dict[str, str],
+) -> dg.ExecuteInProcessResult:
+    if len(keys) > 1:
+        tags = {
+            **tags,
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        }
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance,
+        partition_key=keys[0] if len(keys) == 1 else None,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def poll_until_collect_runs(
+    defs: dg.Definitions, instance: dg.DagsterInstance, timeout: float = 30
+) -> list[dg.RunRequest]:
+    """Evaluate `batch_poller` as the daemon does (cursor kept between ticks)."""
+    sensor = defs.resolve_sensor_def("batch_poller")
+    cursor = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with dg.build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            definitions=defs,
+            resources={"extraction_agent": defs.resources["extraction_agent"]},
+        ) as context:
+            result = sensor(context)
+        if isinstance(result, dg.SensorResult):
+            cursor = result.cursor
+            if result.run_requests:
+                for event in result.asset_events or []:
+                    instance.report_runless_asset_event(event)
+                return list(result.run_requests)
+            # The pace doubles while the status stays: poll again at once in the test.
+            cursor = None
+        time.sleep(0.2)
+    raise AssertionError("the batch did not end in time")
+
+
+def collect(
+    defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest
+) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(request.job_name or "extraction_job").execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=dict(request.tags),
+        raise_on_error=False,
+    )
+
+
+def extraction_outcomes(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:
+    records = instance.get_records_for_run(
+        run_id,
+        of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION},
+    ).records
+    return {o.document_key: o for o in read_outcomes(records) if o.asset_key == EXTRACTION_KEY}
+
+
+@pytest.fixture
+def batch_settings(pipeline_settings: Settings) -> Settings:
+    extraction = pipeline_settings.extraction.model_copy(update={"mode": "batch"})
+    return pipeline_settings.model_copy(update={"extraction": extraction})
+
+
+def test_a_batch_is_submitted_polled_and_collected_at_half_the_online_price(
+    instance: dg.DagsterInstance,
+    batch_settings: Settings,
+    model_simulator: SimulatorControl,
+    tmp_path: Path,
+) -> None:
+    defs = definitions_for(batch_settings)
+    keys = register(instance, batch_settings)
+
+    submitted = run(defs, instance, "intake_job", keys, {})
+
+    assert submitted.success
+    (entry,) = batch_entries(instance)
+    assert sorted(entry.documents) == sorted(keys) and entry.is_open
+    assert set(documents_in_open_batches(instance)) == set(keys)
+    assert set(busy_documents(instance, keys)) == set(keys)  # no schedule takes them meanwhile
+    outcomes = extraction_outcomes(instance, submitted.run_id)
+    assert {o.status for o in outcomes.values()} == {"submitted"}
+    assert model_simulator.requests()["count"] == 0  # nothing answered online
+
+    (request,) = poll_until_collect_runs(defs, instance)
+    assert request.tags[BATCH_TAG] == entry.batch_id
+    collected = collect(defs, instance, request)
+
+    assert collected.success
+    outcomes = extraction_outcomes(instance, collected.run_id)
+    assert {o.status for o in outcomes.values()} == {"extracted"}
+    assert {o.batch_id for o in outcomes.values()} == {entry.batch_id}
+    assert instance.get_materialized_partitions(EXTRACTION_KEY) == set(keys)
+    assert batch_entries(instance)[0].status == "completed"
+    assert documents_in_open_batches(instance) == {}
+
+    # The same documents online, in another data dir (nothing cached): twice the price.
+    online_settings = batch_settings.model_copy(
+        update={
+            "data_dir": tmp_path / "online",
+            "extraction": batch_settings.extraction.model_copy(update={"mode": "online"}),
+        }
+    )
+    with dg.instance_for_test() as other:
+        online_keys = register(other, online_settings)
+        online = run(definitions_for(online_settings), other, "intake_job", online_keys, {})
+        online_cost = {
+            o.file_name: o.cost_usd for o in extraction_outcomes(other, online.run_id).values()
+        }
+    batch_cost = {o.file_name: o.cost_usd for o in outcomes.values()}
+    assert batch_cost.keys() == online_cost.keys()
+    for name, cost in batch_cost.items():
+        assert cost == pytest.approx(online_cost[name] / 2)
+
+
+def test_a_run_tag_chooses_batch_mode_and_online_runs_skip_documents_waiting_in_a_batch(
+    instance: dg.DagsterInstance, pipeline_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    defs = definitions_for(pipeline_settings)  # online by default
+    keys = register(instance, pipeline_settings)
+
+    run(defs, instance, "intake_job", keys[:2], {MODE_TAG: "batch"})
+    online = run(defs, instance, "extraction_job", keys, {})
+
+    assert online.success
+    assert set(extraction_outcomes(instance, online.run_id)) == set(keys[2:])
+    assert model_simulator.requests()["count"] == len(keys) - 2  # paid once each, so far
+
+    (request,) = poll_until_collect_runs(defs, instance)
+    collect(defs, instance, request)
+    again = run(defs, instance, "extraction_job", keys, {})
+    assert all(o.cache_hit for o in extraction_outcomes(instance, again.run_id).values())
+    assert model_simulator.requests()["count"] == len(keys) - 2
+
+
+def test_an_unknown_mode_tag_fails_the_run_saying_which(
+    instance: dg.DagsterInstance, pipeline_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    defs = definitions_for(pipeline_settings)
+    keys = register(instance, pipeline_settings, 1)
+
+    result = run(defs, instance, "intake_job", keys, {MODE_TAG: "later"})
+
+    assert not result.success
+    assert "use online or batch" in str(result.get_step_failure_events()[0].step_failure_data.error)
