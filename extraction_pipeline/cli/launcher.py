@@ -7,6 +7,7 @@ under it, then the embedded Postgres, and leaves nothing running.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -31,6 +32,8 @@ MANAGED_MARKER = "# managed by extraction-pipeline"
 SIMULATOR_API_KEY = "sk-simulator-no-real-key"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 STOP_MARGIN_SECONDS = 25.0
+# Where `dev` says which simulator it serves (under the simulator's state folder).
+SIMULATOR_ENDPOINT_FILE = "endpoint.json"
 
 
 # The instance configuration every DAGSTER_HOME of this project gets (see its header).
@@ -123,9 +126,21 @@ def model_endpoint(env: Mapping[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def model_simulator_if_no_key(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes] | None]:
-    """Without OPENAI_API_KEY, serve the model simulator and point the pipeline at it (in `env`)."""
+def model_simulator_if_no_key(
+    env: dict[str, str], publish: bool = False
+) -> Iterator[subprocess.Popen[bytes] | None]:
+    """Without OPENAI_API_KEY, point the pipeline (in `env`) at the model simulator: the one a
+    running `dev` serves (its files and batches are there), else one started here.
+
+    Its files and batches are kept in `_simulator_state_dir`, so a batch still open when `dev`
+    restarts is there (and has moved on) when it comes back. `publish` (for `dev`) makes the
+    endpoint known to the CLI commands run beside it."""
     if env.get("OPENAI_API_KEY"):
+        yield None
+        return
+    running = None if publish else running_simulator(env)
+    if running is not None:
+        env.update(OPENAI_BASE_URL=running, OPENAI_API_KEY=SIMULATOR_API_KEY)
         yield None
         return
     port = _free_port()
@@ -133,15 +148,47 @@ def model_simulator_if_no_key(env: dict[str, str]) -> Iterator[subprocess.Popen[
     command = [
         sys.executable, "-m", "extraction_pipeline.cli.main", "simulate-model",
         "--port", str(port), "--latency", latency,
+        "--state-dir", str(_simulator_state_dir(env)),
     ]  # fmt: skip
     process = subprocess.Popen(command, start_new_session=True)
-    env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
-    env["OPENAI_API_KEY"] = SIMULATOR_API_KEY
+    base_url = f"http://127.0.0.1:{port}/v1"
+    env.update(OPENAI_BASE_URL=base_url, OPENAI_API_KEY=SIMULATOR_API_KEY)
+    endpoint = _simulator_state_dir(env) / SIMULATOR_ENDPOINT_FILE
     try:
-        _wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)
+        _wait_for_http(f"{base_url}/models", process)
+        if publish:
+            endpoint.write_text(json.dumps({"base_url": base_url}))
         yield process
     finally:
+        if publish:
+            endpoint.unlink(missing_ok=True)
         _stop_process_group(process)
+
+
+def running_simulator(env: Mapping[str, str]) -> str | None:
+    """The base URL of the simulator a running `dev` serves, if one answers."""
+    try:
+        published = json.loads((_simulator_state_dir(env) / SIMULATOR_ENDPOINT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    base_url = str(published.get("base_url") or "")
+    return base_url if base_url and _answers(f"{base_url}/models") else None
+
+
+def model_endpoint_env(environment: Environment, env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with the model endpoint a CLI command should use: the configured one, else the
+    simulator of a running `dev`."""
+    resolved = dict(env)
+    if not resolved.get("OPENAI_API_KEY"):
+        running = running_simulator({**resolved, "DAGSTER_HOME": str(environment.dagster_home)})
+        if running is not None:
+            resolved.update(OPENAI_BASE_URL=running, OPENAI_API_KEY=SIMULATOR_API_KEY)
+    return resolved
+
+
+def _simulator_state_dir(env: Mapping[str, str]) -> Path:
+    """`<DAGSTER_HOME>/simulator`: beside the instance whose runs wait on its batches."""
+    return resolve_environment(env).dagster_home / "simulator"
 
 
 def _free_port() -> int:
@@ -190,7 +237,10 @@ def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
 
     stop = threading.Event()
     _install_stop_handlers(stop)
-    with database(environment, env) as (url, where), model_simulator_if_no_key(env) as simulator:
+    with (
+        database(environment, env) as (url, where),
+        model_simulator_if_no_key(env, publish=True) as simulator,
+    ):
         ui = f"http://{host}:{port}"
         _say(
             "extraction-pipeline dev",

@@ -52,6 +52,7 @@ def document_facts(
         if in_progress
         else set()
     )
+    in_batch = documents_in_open_batches(instance)
     facts = []
     for key in keys:
         attempts, retryable = 0, None
@@ -66,6 +67,7 @@ def document_facts(
                 last_error_retryable=retryable,
                 needs_review=key in review_keys,
                 queued=key in queued,
+                in_batch=key in in_batch,
             )
         )
     return facts

@@ -4,8 +4,9 @@ Model endpoints: POST /v1/responses, POST /v1/chat/completions (non-streaming).
 Files and Batch: POST /v1/files, GET /v1/files/{id}, GET /v1/files/{id}/content, POST /v1/batches,
 GET /v1/batches, GET /v1/batches/{id}, POST /v1/batches/{id}/cancel. Also GET /v1/models.
 Controls: GET/POST /_sim/faults (replace the rule list), POST /_sim/settings (latency, fault
-mix, seed, ...), GET /_sim/requests (request log, counts, peak in-flight, what each document was
-billed; `?text=1` adds each request's full document text), POST /_sim/reset.
+mix, seed, batch pacing and expiry, ...), GET /_sim/requests (request log, counts, peak
+in-flight, what each document was billed, batch lines included; `?text=1` adds each request's
+full document text), POST /_sim/reset (also forgets the files and batches of a state dir).
 """
 
 from __future__ import annotations
@@ -24,18 +25,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from extraction_pipeline.simulator.answers import SimAnswer, answer
-from extraction_pipeline.simulator.batches import FILE_PURPOSES
 from extraction_pipeline.simulator.config import SimulatorConfig, SimulatorSettings
 from extraction_pipeline.simulator.faults import Endpoint, FaultRule, fault_mix
+from extraction_pipeline.simulator.files import FILE_PURPOSES
 from extraction_pipeline.simulator.state import CLIENT_CLOSED_REQUEST, SimulatorState
 from extraction_pipeline.simulator.wire import error_body, new_id
 
 _RULES = TypeAdapter(list[FaultRule])
+_METADATA = TypeAdapter(dict[str, str] | None)
 HANG_POLL_SECONDS = 0.05
 
 
 def create_app(config: SimulatorConfig | None = None) -> Starlette:
-    """A fresh simulator app with its own in-memory state (`app.state.simulator`)."""
+    """A fresh simulator app with its own state (`app.state.simulator`): in memory, plus the
+    files and batches of `config.state_dir` when it names one."""
     state = SimulatorState(config or SimulatorConfig())
 
     async def responses(request: Request) -> Response:
@@ -53,7 +56,7 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         return JSONResponse(stored.to_json())
 
     async def get_file(request: Request) -> Response:
-        stored = state.files.files.get(request.path_params["file_id"])
+        stored = state.files.get(request.path_params["file_id"])
         return JSONResponse(stored.to_json()) if stored else _error(404, "No such file.")
 
     async def file_content(request: Request) -> Response:
@@ -68,22 +71,26 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
             return _error(400, "input_file_id and endpoint are required.")
         if body.get("completion_window", "24h") != "24h":
             return _error(400, "completion_window must be 24h.")
-        batch = state.batches.create(body["input_file_id"], body["endpoint"], body.get("metadata"))
+        try:
+            metadata = _METADATA.validate_python(body.get("metadata"))
+        except ValidationError:
+            return _error(400, "metadata must map strings to strings.")
+        batch = state.batches.create(str(body["input_file_id"]), str(body["endpoint"]), metadata)
         return JSONResponse(state.batches.to_json(batch))
 
     async def get_batch(request: Request) -> Response:
-        batch = state.batches.batches.get(request.path_params["batch_id"])
+        batch = state.batches.get(request.path_params["batch_id"])
         return JSONResponse(state.batches.to_json(batch)) if batch else _error(404, "No batch.")
 
     async def cancel_batch(request: Request) -> Response:
-        batch = state.batches.batches.get(request.path_params["batch_id"])
+        batch = state.batches.get(request.path_params["batch_id"])
         if batch is None:
             return _error(404, "No such batch.")
         state.batches.cancel(batch)
         return JSONResponse(state.batches.to_json(batch))
 
     async def list_batches(request: Request) -> Response:
-        newest_first = sorted(state.batches.batches.values(), key=lambda b: b.created, reverse=True)
+        newest_first = state.batches.newest_first()
         after = request.query_params.get("after")
         if after:
             ids = [batch.id for batch in newest_first]
@@ -125,7 +132,6 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
             return _error(400, f"invalid settings: {error}")
         changes = update.model_dump(exclude_none=True)
         state.config = state.config.model_copy(update=changes)
-        state.batches.phase_seconds = state.config.batch_phase_seconds
         if update.fault_mix is not None:
             state.faults.replace(fault_mix(update.fault_mix))
         if update.seed is not None:

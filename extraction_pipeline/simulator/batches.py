@@ -1,270 +1,253 @@
-"""In-memory Files and Batch API: uploads, a time-driven batch state machine, result files.
+"""The Batch API over a `FileStore`: batches that run on a schedule, with result files.
 
-A batch moves validating -> in_progress -> finalizing -> completed, each phase lasting
-`phase_seconds`; the status is computed from elapsed time whenever the batch is read. Its lines
-are answered when it completes: 200 answers go to the output file, other statuses to the error
-file (both in the `BatchRequestOutput` line format, keyed by `custom_id`). Cancel moves it to
-cancelling and, one phase later, cancelled, with every line in the error file as
-`batch_cancelled`. An input file that is not valid JSONL of requests for the batch's endpoint
-makes the batch `failed` with `errors`.
+A batch's schedule (`records.BatchRecord`) is fixed when it is created, from the live settings
+`batch_phase_seconds` and `batch_expire_seconds`; changing them later affects new batches only,
+as the real API never moves an open batch's `expires_at`. Its status is computed from that
+schedule and the clock, so a batch in a state dir goes on progressing while the simulator is
+down.
+
+Work happens when a batch is read (retrieve, list, cancel, the request report): the lines whose
+time has come are answered then, in input order, through `answer_line`, so fault rules draw once
+per line as for an online call. When the schedule reaches an end, the result files are written:
+200 answers (refusals included) to the output file; other answers (status and error body in
+`response`, `error` null) and the lines a cancel or expiry stopped (`response` null, `error.code`
+`batch_cancelled` or `batch_expired`) to the error file. A file with no lines is not created.
+Result lines come in an order of their own, as the real API's do: readers join on custom_id.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from extraction_pipeline.simulator.answers import SimAnswer
+from extraction_pipeline.simulator.batch_input import (
+    BatchLine,
+    StopCode,
+    missing_input,
+    parse_input,
+    stopped_line,
+)
+from extraction_pipeline.simulator.files import FileStore
+from extraction_pipeline.simulator.records import (
+    AnsweredLine,
+    BatchRecord,
+    BatchStatus,
+    EndedStatus,
+)
+from extraction_pipeline.simulator.storage import StateDir
 from extraction_pipeline.simulator.wire import new_id
 
+logger = logging.getLogger(__name__)
 Json = Any
 LineAnswerer = Callable[[str, dict[str, Json]], SimAnswer]
-FILE_PURPOSES = frozenset(
-    {"assistants", "batch", "batch_output", "fine-tune", "vision", "user_data", "evals"}
-)
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-
-
-@dataclass
-class StoredFile:
-    id: str
-    filename: str
-    purpose: str
-    data: bytes
-    created_at: int = field(default_factory=lambda: int(time.time()))
-
-    def to_json(self) -> dict[str, Json]:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": len(self.data),
-            "created_at": self.created_at,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "processed",
-            "expires_at": None,
-            "status_details": None,
-        }
-
-
-class FileStore:
-    def __init__(self) -> None:
-        self.files: dict[str, StoredFile] = {}
-
-    def add(self, filename: str, purpose: str, data: bytes) -> StoredFile:
-        stored = StoredFile(new_id("file"), filename, purpose, data)
-        self.files[stored.id] = stored
-        return stored
-
-    def data(self, file_id: str) -> bytes | None:
-        stored = self.files.get(file_id)
-        return stored.data if stored is not None else None
-
-
-@dataclass
-class _Line:
-    custom_id: str
-    body: dict[str, Json]
-
-
-@dataclass
-class SimBatch:
-    id: str
-    endpoint: str
-    input_file_id: str
-    metadata: dict[str, str] | None
-    created: float
-    lines: list[_Line]
-    errors: list[dict[str, Json]]
-    cancel_requested: float | None = None
-    finished_status: str | None = None
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    counts: tuple[int, int] = (0, 0)  # completed, failed
-    usage: dict[str, int] = field(default_factory=dict)
+# (phase seconds, seconds until expiry) for a batch created now: the live settings.
+ScheduleSettings = Callable[[], tuple[float, float]]
 
 
 class BatchStore:
-    """Batches over a `FileStore`; `answer_line(endpoint, body)` answers one request line."""
+    """Batches by id; `answer_line(endpoint, body)` runs one request line."""
 
-    def __init__(self, files: FileStore, answer_line: LineAnswerer, phase_seconds: float) -> None:
+    def __init__(
+        self,
+        files: FileStore,
+        answer_line: LineAnswerer,
+        schedule: ScheduleSettings,
+        storage: StateDir | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.files = files
         self.answer_line = answer_line
-        self.phase_seconds = phase_seconds
-        self.batches: dict[str, SimBatch] = {}
+        self.schedule = schedule
+        self.clock = clock
+        self._storage = storage
+        self._batches: dict[str, BatchRecord] = {}
+        # Input lines of open batches, read from their input file when first needed.
+        self._lines: dict[str, list[BatchLine]] = {}
+        if storage is not None:
+            self._batches = {record.id: record for record in storage.load_batches()}
 
     def create(
         self, input_file_id: str, endpoint: str, metadata: dict[str, str] | None
-    ) -> SimBatch:
+    ) -> BatchRecord:
         raw = self.files.data(input_file_id)
         lines, errors = (
-            _parse_lines(raw, endpoint) if raw is not None else ([], [_missing(input_file_id)])
+            parse_input(raw, endpoint) if raw is not None else ([], [missing_input(input_file_id)])
         )
-        batch = SimBatch(
-            id=new_id("batch"),
+        phase_seconds, expire_seconds = self.schedule()
+        now = self.clock()
+        model = lines[0].body.get("model") if lines else None
+        record = BatchRecord(
+            id=new_id("batch", self._batches),
             endpoint=endpoint,
             input_file_id=input_file_id,
             metadata=metadata,
-            created=time.time(),
-            lines=lines,
+            model=model if isinstance(model, str) else None,
+            created_at=now,
+            phase_seconds=phase_seconds,
+            expires_at=now + expire_seconds,
+            total=0 if errors else len(lines),
             errors=errors,
+            ended="failed" if errors else None,
         )
-        self.batches[batch.id] = batch
-        return batch
+        if not errors:
+            self._lines[record.id] = lines
+        self._batches[record.id] = record
+        self._save(record)
+        return record
 
-    def cancel(self, batch: SimBatch) -> None:
-        if self.status(batch) not in TERMINAL and batch.cancel_requested is None:
-            batch.cancel_requested = time.time()
+    def get(self, batch_id: str) -> BatchRecord | None:
+        return self._batches.get(batch_id)
 
-    def status(self, batch: SimBatch) -> str:
-        if batch.finished_status is not None:
-            return batch.finished_status
-        now, phase = time.time(), self.phase_seconds
-        if batch.errors:
-            batch.finished_status = "failed"
-        elif batch.cancel_requested is not None:
-            if now - batch.cancel_requested < phase:
-                return "cancelling"
-            self._finish(batch, cancelled=True)
-        elif now - batch.created < phase:
-            return "validating"
-        elif now - batch.created < 2 * phase:
-            return "in_progress"
-        elif now - batch.created < 3 * phase:
-            return "finalizing"
-        else:
-            self._finish(batch, cancelled=False)
-        return batch.finished_status or "failed"
+    def newest_first(self) -> list[BatchRecord]:
+        return sorted(self._batches.values(), key=lambda record: record.created_at, reverse=True)
 
-    def _finish(self, batch: SimBatch, *, cancelled: bool) -> None:
-        outputs: list[str] = []
-        failures: list[str] = []
-        totals = {"input_tokens": 0, "cached_tokens": 0, "output_tokens": 0}
-        for line in batch.lines:
-            if cancelled:
-                error = {"code": "batch_cancelled", "message": "The batch was cancelled."}
-                failures.append(_output_line(line.custom_id, None, error))
-                continue
-            sim = self.answer_line(batch.endpoint, line.body)
-            response = {
-                "status_code": sim.status_code,
-                "request_id": new_id("req"),
-                "body": sim.body,
-            }
-            (outputs if sim.status_code == 200 else failures).append(
-                _output_line(line.custom_id, response, None)
-            )
-            _add_usage(totals, sim.body.get("usage"))
-        if outputs:
-            batch.output_file_id = self.files.add(
-                f"{batch.id}_output.jsonl", "batch_output", "".join(outputs).encode()
-            ).id
-        if failures:
-            batch.error_file_id = self.files.add(
-                f"{batch.id}_error.jsonl", "batch_output", "".join(failures).encode()
-            ).id
-        batch.counts = (len(outputs), len(failures))
-        batch.usage = totals
-        batch.finished_status = "cancelled" if cancelled else "completed"
+    def cancel(self, record: BatchRecord) -> None:
+        """Start cancelling an open batch (lines done by now keep their answers); a batch that
+        has ended, or is already cancelling, stays as it is."""
+        now = self.clock()
+        self.advance(record, now)
+        if record.ended is None and record.cancelling_at is None:
+            record.cancelling_at = now
+            self._save(record)
 
-    def to_json(self, batch: SimBatch) -> dict[str, Json]:
-        status = self.status(batch)
-        created, phase = int(batch.created), self.phase_seconds
-        done = status in TERMINAL
-        usage = batch.usage
+    def advance_all(self) -> None:
+        now = self.clock()
+        for record in self._batches.values():
+            self.advance(record, now)
+
+    def advance(self, record: BatchRecord, now: float | None = None) -> None:
+        """Answer the lines done by `now`; write the result files if the batch has ended."""
+        if record.ended is not None:
+            return
+        now = self.clock() if now is None else now
+        due = record.lines_done_by(now)
+        changed = due > len(record.answered)
+        if changed:
+            for line in self._input(record)[len(record.answered) : due]:
+                self._run(record, line)
+        ended = _ended(record.status_at(now))
+        if ended is not None:
+            self._end(record, ended)
+        if changed or ended is not None:
+            self._save(record)
+
+    def clear(self) -> None:
+        """Forget every batch (on disk too)."""
+        self._batches.clear()
+        self._lines.clear()
+        if self._storage is not None:
+            self._storage.clear_batches()
+
+    def to_json(self, record: BatchRecord) -> dict[str, Json]:
+        """The API's Batch object as of now (advancing the batch first)."""
+        now = self.clock()
+        self.advance(record, now)
+        status = record.status_at(now)
+        failed = bool(record.errors)
+
+        def when(moment: float) -> int | None:
+            return int(moment) if not failed and record.reached(moment, now) else None
+
+        cancelled_at = record.cancelled_at
         return {
-            "id": batch.id,
+            "id": record.id,
             "object": "batch",
-            "endpoint": batch.endpoint,
-            "input_file_id": batch.input_file_id,
+            "endpoint": record.endpoint,
+            "input_file_id": record.input_file_id,
             "completion_window": "24h",
             "status": status,
-            "created_at": created,
-            "in_progress_at": created + int(phase)
-            if status != "validating" and not batch.errors
+            "model": record.model,
+            "created_at": int(record.created_at),
+            "in_progress_at": when(record.in_progress_at),
+            "finalizing_at": when(record.finalizing_at),
+            "completed_at": int(record.completed_at) if status == "completed" else None,
+            "failed_at": int(record.created_at) if failed else None,
+            "expires_at": int(record.expires_at),
+            "expired_at": int(record.expires_at) if status == "expired" else None,
+            "cancelling_at": _int(record.cancelling_at),
+            "cancelled_at": _int(cancelled_at) if status == "cancelled" else None,
+            "output_file_id": record.output_file_id,
+            "error_file_id": record.error_file_id,
+            "errors": {"object": "list", "data": [error.model_dump() for error in record.errors]}
+            if failed
             else None,
-            "finalizing_at": int(batch.created + 2 * phase)
-            if status in ("finalizing", "completed")
-            else None,
-            "completed_at": int(batch.created + 3 * phase) if status == "completed" else None,
-            "failed_at": created if status == "failed" else None,
-            "cancelling_at": int(batch.cancel_requested) if batch.cancel_requested else None,
-            "cancelled_at": int(time.time()) if status == "cancelled" else None,
-            "expires_at": created + 24 * 3600,
-            "output_file_id": batch.output_file_id,
-            "error_file_id": batch.error_file_id,
-            "errors": {"object": "list", "data": batch.errors} if batch.errors else None,
-            "metadata": batch.metadata,
+            "metadata": record.metadata,
             "request_counts": {
-                "total": len(batch.lines),
-                "completed": batch.counts[0] if done else 0,
-                "failed": batch.counts[1] if done else 0,
+                "total": record.total,
+                "completed": record.completed,
+                "failed": record.failed,
             },
-            "usage": {
-                "input_tokens": usage["input_tokens"],
-                "input_tokens_details": {"cached_tokens": usage["cached_tokens"]},
-                "output_tokens": usage["output_tokens"],
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": usage["input_tokens"] + usage["output_tokens"],
-            }
-            if usage
-            else None,
+            "usage": None if failed else record.usage.to_json(),
         }
 
+    def _input(self, record: BatchRecord) -> list[BatchLine]:
+        lines = self._lines.get(record.id)
+        if lines is None:
+            raw = self.files.data(record.input_file_id)
+            if raw is None:
+                logger.warning("batch %s: input file %s is gone", record.id, record.input_file_id)
+            lines = parse_input(raw, record.endpoint)[0] if raw is not None else []
+            self._lines[record.id] = lines
+        return lines
 
-def _missing(file_id: str) -> dict[str, Json]:
-    return {"code": "invalid_file", "line": None, "message": f"No file {file_id}", "param": None}
-
-
-def _parse_lines(raw: bytes, endpoint: str) -> tuple[list[_Line], list[dict[str, Json]]]:
-    lines: list[_Line] = []
-    errors: list[dict[str, Json]] = []
-    seen: set[str] = set()
-    for number, text in enumerate(raw.decode("utf-8", "replace").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError:
-            errors.append(_line_error(number, "invalid_json_line", "This line is not valid JSON."))
-            continue
-        custom_id, url = item.get("custom_id"), item.get("url")
-        if not isinstance(custom_id, str) or custom_id in seen:
-            errors.append(
-                _line_error(number, "duplicate_custom_id", "custom_id missing or reused.")
-            )
-        elif url != endpoint:
-            errors.append(_line_error(number, "mismatched_endpoint", f"url must be {endpoint}."))
-        elif not isinstance(item.get("body"), dict):
-            errors.append(_line_error(number, "missing_body", "body must be an object."))
+    def _run(self, record: BatchRecord, line: BatchLine) -> None:
+        sim = self.answer_line(record.endpoint, line.body)
+        answered = AnsweredLine(
+            id=new_id("batch_req"),
+            custom_id=line.custom_id,
+            status_code=sim.status_code,
+            request_id=new_id("req"),
+            body=sim.body,
+        )
+        record.answered.append(answered)
+        if sim.status_code == 200:
+            record.completed += 1
+            record.usage.add(sim.body.get("usage"))
         else:
-            seen.add(custom_id)
-            lines.append(_Line(custom_id, item["body"]))
-    if not lines and not errors:
-        errors.append(_line_error(None, "empty_file", "The input file has no requests."))
-    return lines, errors
+            record.failed += 1
+
+    def _end(self, record: BatchRecord, ended: EndedStatus) -> None:
+        outputs = [(a.custom_id, a.output_line()) for a in record.answered if a.status_code == 200]
+        errors = [(a.custom_id, a.output_line()) for a in record.answered if a.status_code != 200]
+        if ended in ("cancelled", "expired"):
+            code: StopCode = "batch_cancelled" if ended == "cancelled" else "batch_expired"
+            stopped = self._input(record)[len(record.answered) :]
+            errors += [(line.custom_id, stopped_line(line.custom_id, code)) for line in stopped]
+        record.output_file_id = self._result_file(record, "output", outputs)
+        record.error_file_id = self._result_file(record, "error", errors)
+        record.answered = []
+        record.ended = ended
+        self._lines.pop(record.id, None)
+
+    def _result_file(
+        self, record: BatchRecord, kind: str, lines: list[tuple[str, str]]
+    ) -> str | None:
+        if not lines:
+            return None
+
+        # Not input order, as with the real API, so a reader that forgets custom_id fails here.
+        def place(item: tuple[str, str]) -> bytes:
+            return hashlib.blake2b(f"{record.id}:{item[0]}".encode(), digest_size=8).digest()
+
+        data = "".join(text for _, text in sorted(lines, key=place)).encode()
+        return self.files.add(f"{record.id}_{kind}.jsonl", "batch_output", data).id
+
+    def _save(self, record: BatchRecord) -> None:
+        if self._storage is not None:
+            self._storage.save_batch(record)
 
 
-def _line_error(line: int | None, code: str, message: str) -> dict[str, Json]:
-    return {"code": code, "line": line, "message": message, "param": None}
+def _ended(status: BatchStatus) -> EndedStatus | None:
+    match status:
+        case "completed" | "expired" | "cancelled" | "failed":
+            return status
+        case _:
+            return None
 
 
-def _output_line(
-    custom_id: str, response: dict[str, Json] | None, error: dict[str, Json] | None
-) -> str:
-    item = {"id": new_id("batch_req"), "custom_id": custom_id, "response": response, "error": error}
-    return json.dumps(item) + "\n"
-
-
-def _add_usage(totals: dict[str, int], usage: Json) -> None:
-    if not isinstance(usage, dict):
-        return
-    totals["input_tokens"] += int(usage.get("input_tokens") or usage.get("prompt_tokens") or 0)
-    totals["output_tokens"] += int(
-        usage.get("output_tokens") or usage.get("completion_tokens") or 0
-    )
-    details = usage.get("input_tokens_details") or usage.get("prompt_tokens_details") or {}
-    totals["cached_tokens"] += int(details.get("cached_tokens", 0))
+def _int(moment: float | None) -> int | None:
+    return None if moment is None else int(moment)

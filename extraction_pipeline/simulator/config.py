@@ -6,6 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from extraction_pipeline.simulator.faults import FaultMixName, FaultRule
 
+# The real API's only completion window, "24h".
+BATCH_WINDOW_SECONDS = 24 * 3600.0
 DEFAULT_MODELS = ("gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano", "gpt-5-mini", "gpt-5.6-luna")
 
 
@@ -14,7 +16,12 @@ class SimulatorConfig(BaseModel):
 
     - `latency_seconds` + uniform(0, `jitter_seconds`): delay before each model answer.
     - `batch_phase_seconds`: time a batch spends in each of validating, in_progress, finalizing
-      (and cancelling) before moving on.
+      (and cancelling) before moving on; its lines are answered one by one across in_progress.
+    - `batch_expire_seconds`: a batch not completed this long after its creation expires (the
+      real API's 24 h window), keeping the lines done by then. Both batch settings are fixed
+      into a batch when it is created.
+    - `state_dir`: a folder that files and batches are written through to and loaded from at
+      start, so a restarted simulator still has them (None: in memory only).
     - `cached_input_tokens`: reported as cached (capped at the input tokens), to exercise the
       cached-input price.
     - `seed`: seeds jitter and fault rates, so runs are reproducible.
@@ -28,6 +35,8 @@ class SimulatorConfig(BaseModel):
     faults: list[FaultRule] = Field(default_factory=list)
     fault_mix: FaultMixName | None = None
     batch_phase_seconds: float = Field(default=0.2, ge=0)
+    batch_expire_seconds: float = Field(default=BATCH_WINDOW_SECONDS, gt=0)
+    state_dir: str | None = None
     cached_input_tokens: int = Field(default=0, ge=0)
     seed: int = 0
     models: tuple[str, ...] = DEFAULT_MODELS
@@ -48,4 +57,5 @@ class SimulatorSettings(BaseModel):
     latency_seconds: float | None = Field(default=None, ge=0)
     jitter_seconds: float | None = Field(default=None, ge=0)
     batch_phase_seconds: float | None = Field(default=None, ge=0)
+    batch_expire_seconds: float | None = Field(default=None, gt=0)
     cached_input_tokens: int | None = Field(default=None, ge=0)

@@ -20,7 +20,7 @@ import httpx2
 import uvicorn
 
 from extraction_pipeline.simulator.app import create_app
-from extraction_pipeline.simulator.config import SimulatorConfig
+from extraction_pipeline.simulator.config import BATCH_WINDOW_SECONDS, SimulatorConfig
 from extraction_pipeline.simulator.faults import (
     FAULT_MIXES,
     FaultRule,
@@ -128,8 +128,9 @@ class SimulatorControl:
         return [FaultRule.model_validate(r) for r in self._call("GET", "/_sim/faults")["faults"]]
 
     def configure(self, **settings: float | int | str) -> None:
-        """Change live settings: latency_seconds, jitter_seconds, batch_phase_seconds, seed,
-        fault_mix (e.g. "standard": replaces the fault rules with that mix), ..."""
+        """Change live settings: latency_seconds, jitter_seconds, batch_phase_seconds,
+        batch_expire_seconds (both for batches created afterwards), seed, fault_mix (e.g.
+        "standard": replaces the fault rules with that mix), ..."""
         self._call("POST", "/_sim/settings", settings)
 
     def requests(self, with_text: bool = False) -> dict[str, Any]:
@@ -168,6 +169,18 @@ def _parser() -> argparse.ArgumentParser:
         + describe_mix("standard").replace("%", "%%"),  # argparse formats help with %
     )
     parser.add_argument("--batch-phase-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--batch-expire-seconds",
+        type=float,
+        default=BATCH_WINDOW_SECONDS,
+        help="a batch not completed this long after creation expires (default: 24 h)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="keep uploaded files and batches in DIR, so a restart still has them",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds fault draws and jitter")
     return parser
 
@@ -186,12 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults=faults,
         fault_mix=args.fault_mix,
         batch_phase_seconds=args.batch_phase_seconds,
+        batch_expire_seconds=args.batch_expire_seconds,
+        state_dir=args.state_dir,
         seed=args.seed,
     )
     mix = f", fault mix {args.fault_mix}: {describe_mix(args.fault_mix)}" if args.fault_mix else ""
+    kept = f", files and batches kept in {args.state_dir}" if args.state_dir else ""
     print(
         f"model simulator: OpenAI-compatible API at http://{args.host}:{args.port}/v1 "
-        f"(latency {args.latency}s, {len(faults)} fault rule(s){mix}); Ctrl-C stops it",
+        f"(latency {args.latency}s, {len(faults)} fault rule(s){mix}{kept}); Ctrl-C stops it",
         flush=True,
     )
     # Ctrl-C (or the dev launcher stopping it) is the normal way out.

@@ -1,5 +1,8 @@
 """Live state of one simulator: settings, fault book, request log, files and batches.
 
+Files and batches outlive the process when the config names a `state_dir`; the rest (settings,
+faults, request log, ledger) starts afresh with each process.
+
 All access happens on the server's event loop (handlers and control endpoints), so no locking.
 """
 
@@ -8,12 +11,15 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from extraction_pipeline.simulator.answers import SimAnswer, answer
-from extraction_pipeline.simulator.batches import BatchStore, FileStore
+from extraction_pipeline.simulator.batches import BatchStore
 from extraction_pipeline.simulator.config import SimulatorConfig
 from extraction_pipeline.simulator.faults import Endpoint, FaultBook, fault_mix
+from extraction_pipeline.simulator.files import FileStore
+from extraction_pipeline.simulator.storage import StateDir
 from extraction_pipeline.simulator.wire import (
     ModelRequest,
     error_body,
@@ -73,10 +79,19 @@ class DocumentLedger:
 class SimulatorState:
     def __init__(self, config: SimulatorConfig) -> None:
         self.initial = config
-        self.reset()
+        self._restart()
+        storage = StateDir(Path(config.state_dir)) if config.state_dir else None
+        self.files = FileStore(storage)
+        self.batches = BatchStore(self.files, self.answer_batch_line, self._batch_schedule, storage)
 
     def reset(self) -> None:
-        """Back to the constructor's configuration, with empty log, files and batches."""
+        """Back to the constructor's configuration, with empty log, files and batches (the
+        state dir's too)."""
+        self._restart()
+        self.files.clear()
+        self.batches.clear()
+
+    def _restart(self) -> None:
         self.config = self.initial.model_copy(deep=True)
         mix = fault_mix(self.config.fault_mix) if self.config.fault_mix else []
         self.faults = FaultBook([*self.config.faults, *mix], seed=self.config.seed)
@@ -85,10 +100,9 @@ class SimulatorState:
         self.ledger: dict[str, DocumentLedger] = {}
         self.in_flight = 0
         self.peak_in_flight = 0
-        self.files = FileStore()
-        self.batches = BatchStore(
-            self.files, self.answer_batch_line, self.config.batch_phase_seconds
-        )
+
+    def _batch_schedule(self) -> tuple[float, float]:
+        return self.config.batch_phase_seconds, self.config.batch_expire_seconds
 
     def reseed(self, seed: int) -> None:
         """Fault draws and jitter start afresh from `seed`."""
@@ -162,21 +176,33 @@ class SimulatorState:
         return self.config.latency_seconds + jitter
 
     def answer_batch_line(self, url: str, body: dict[str, Any]) -> SimAnswer:
+        """Answer one batch request line as the online endpoint would answer the same body: one
+        fault draw, the same rules; billed answers go to the document's ledger."""
         endpoint = _BATCH_ENDPOINTS.get(url)
         if endpoint is None:
-            message = f"The simulator does not batch {url}."
-            return SimAnswer(400, error_body(message, "invalid_request_error"))
-        request = self.parse(endpoint, body)
+            return _bad_line(f"The simulator does not batch {url}.")
+        if not body.get("model") or body.get("stream"):
+            return _bad_line("A body with 'model' and without 'stream' is required.")
+        try:
+            request = self.parse(endpoint, body)
+        except (AttributeError, TypeError, ValueError) as error:
+            # A line's body is the caller's JSON: a malformed one is that line's 400, not a
+            # crash of the retrieve that happens to run it.
+            return _bad_line(f"Could not read the request body: {error}")
         fault = self.faults.decide(request.match_text, endpoint, request.document)
+        answered_as = fault
         if fault is not None and fault.kind == "hang":
-            fault = None
-        sim = answer(request, endpoint, fault, self.config.cached_input_tokens)
+            # No client waits on a batch line: a stuck upstream ends as a server error.
+            answered_as = fault.model_copy(update={"kind": "500"})
+        sim = answer(request, endpoint, answered_as, self.config.cached_input_tokens)
         self._account(request.document, request.document_name, fault.kind if fault else None, sim)
         return sim
 
     def request_report(self, with_text: bool = False) -> dict[str, Any]:
         """The control endpoint's view of the log: counts, peak concurrency, entries (with the
-        full document text when `with_text`), and per document what was billed and usable."""
+        full document text when `with_text`), and per document what was billed and usable
+        (batch lines due by now included)."""
+        self.batches.advance_all()
         by_endpoint: dict[str, int] = {}
         by_fault: dict[str, int] = {}
         for entry in self.log:
@@ -198,3 +224,7 @@ class SimulatorState:
             "documents": documents,
             "paid_twice": [ledger["document"] for ledger in documents if ledger["usable"] > 1],
         }
+
+
+def _bad_line(message: str) -> SimAnswer:
+    return SimAnswer(400, error_body(message, "invalid_request_error"))

@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +32,13 @@ _FILE_NAME_LINE = "Document file name:"
 _ids = itertools.count(1)
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{next(_ids):06d}{int(time.time() * 1000) % 1_000_000:06d}"
+def new_id(prefix: str, taken: Container[str] = ()) -> str:
+    """A fresh id, none of `taken` (ids loaded from a state dir: the counter restarts with the
+    process, so a loaded id could otherwise come round again)."""
+    while True:
+        candidate = f"{prefix}_{next(_ids):06d}{int(time.time() * 1000) % 1_000_000:06d}"
+        if candidate not in taken:
+            return candidate
 
 
 @dataclass

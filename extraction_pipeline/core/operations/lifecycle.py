@@ -24,6 +24,7 @@ class DocumentState(enum.StrEnum):
     NEW = "new"  # registered, never run
     QUEUED = "queued"  # a run for it waits in the queue
     RUNNING = "running"
+    IN_BATCH = "in_batch"  # waits in a Batch API batch for its answer
     EXTRACTED = "extracted"
     NEEDS_REVIEW = "needs_review"  # extracted, but a check failed
     FAILED = "failed"  # last attempt failed; the retry schedule will try again
@@ -41,6 +42,7 @@ class DocumentFacts:
     last_error_retryable: bool | None = None  # None: unknown (e.g. the run's worker died)
     needs_review: bool = False
     queued: bool = False  # only meaningful when in progress
+    in_batch: bool = False  # submitted to a batch that has not ended
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class RetryPolicy:
 def classify(facts: DocumentFacts, policy: RetryPolicy) -> DocumentState:
     if AssetState.IN_PROGRESS in (facts.source, facts.extraction):
         return DocumentState.QUEUED if facts.queued else DocumentState.RUNNING
+    if facts.in_batch:
+        return DocumentState.IN_BATCH
     if facts.extraction is AssetState.MATERIALIZED:
         return DocumentState.NEEDS_REVIEW if facts.needs_review else DocumentState.EXTRACTED
     if facts.source is AssetState.FAILED and facts.extraction is not AssetState.FAILED:

@@ -15,8 +15,10 @@ M, F, P, N = AssetState.MATERIALIZED, AssetState.FAILED, AssetState.IN_PROGRESS,
 POLICY = RetryPolicy(max_attempts=3)
 
 
-def facts(source=M, extraction=N, attempts=0, retryable=None, review=False, queued=False):
-    return DocumentFacts("doc", source, extraction, attempts, retryable, review, queued)
+def facts(
+    source=M, extraction=N, attempts=0, retryable=None, review=False, queued=False, batch=False
+):
+    return DocumentFacts("doc", source, extraction, attempts, retryable, review, queued, batch)
 
 
 @pytest.mark.parametrize(
@@ -33,6 +35,9 @@ def facts(source=M, extraction=N, attempts=0, retryable=None, review=False, queu
         (facts(extraction=F, attempts=3, retryable=True), DocumentState.DEAD_LETTER),
         (facts(extraction=F, attempts=1, retryable=False), DocumentState.DEAD_LETTER),
         (facts(source=F), DocumentState.DEAD_LETTER),
+        (facts(batch=True), DocumentState.IN_BATCH),
+        (facts(extraction=F, attempts=1, retryable=True, batch=True), DocumentState.IN_BATCH),
+        (facts(extraction=P, queued=True, batch=True), DocumentState.QUEUED),
     ],
 )
 def test_classify(document: DocumentFacts, state: DocumentState) -> None:
