@@ -14,6 +14,7 @@ import pytest
 
 from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
 from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.extraction.batch import BatchApi
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.instance.batches import batch_entries, documents_in_open_batches
@@ -195,3 +196,111 @@ def test_an_unknown_mode_tag_fails_the_run_saying_which(
 
     assert not result.success
     assert "use online or batch" in str(result.get_step_failure_events()[0].step_failure_data.error)
+
+
+def invoice_number(index: int) -> str:
+    return make_invoice(index).invoice_number
+
+
+def collect_until_settled(
+    defs: dg.Definitions, instance: dg.DagsterInstance, rounds: int = 3
+) -> list[dg.ExecuteInProcessResult]:
+    """Poll and collect until no batch is open (each round may submit the next)."""
+    results = []
+    for _ in range(rounds):
+        if not documents_in_open_batches(instance):
+            break
+        for request in poll_until_collect_runs(defs, instance):
+            results.append(collect(defs, instance, request))
+    return results
+
+
+def test_failed_lines_fail_their_documents_and_are_submitted_again(
+    instance: dg.DagsterInstance, batch_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    defs = definitions_for(batch_settings)
+    keys = register(instance, batch_settings)
+    flaky = keys[[invoice_number(i) for i in range(COUNT)].index(invoice_number(2))]
+    model_simulator.set_faults(f"500:match={invoice_number(2)}:count=1")
+    run(defs, instance, "intake_job", keys, {})
+
+    first, second = collect_until_settled(defs, instance)
+
+    assert first.success  # the failed line is submitted again, not given up
+    outcomes = extraction_outcomes(instance, first.run_id)
+    assert outcomes[flaky].status == "submitted"  # its last event in the run
+    failed = [
+        o
+        for o in read_outcomes(instance.get_records_for_run(first.run_id).records)
+        if o.document_key == flaky and o.status == "failed"
+    ]
+    assert failed and failed[0].error_kind == "server_error"
+    assert {k for k, o in outcomes.items() if o.status == "extracted"} == set(keys) - {flaky}
+    assert extraction_outcomes(instance, second.run_id)[flaky].status == "extracted"
+    assert [e.attempt for e in batch_entries(instance)] == [1, 2]
+    assert instance.get_materialized_partitions(EXTRACTION_KEY) == set(keys)
+    assert model_simulator.requests()["paid_twice"] == []
+
+
+def test_an_expired_batch_keeps_what_it_answered_and_submits_the_rest_again(
+    instance: dg.DagsterInstance, batch_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    defs = definitions_for(batch_settings)
+    keys = register(instance, batch_settings)
+    # in_progress from 2 s to 4 s after creation, one line every 0.5 s; expires at 3.2 s.
+    model_simulator.configure(batch_phase_seconds=2.0, batch_expire_seconds=3.2)
+    run(defs, instance, "intake_job", keys, {})
+    model_simulator.configure(batch_phase_seconds=0.1, batch_expire_seconds=86400)
+
+    first, second = collect_until_settled(defs, instance)
+
+    assert batch_entries(instance)[0].status == "expired"
+    outcomes = extraction_outcomes(instance, first.run_id)
+    answered = {k for k, o in outcomes.items() if o.status == "extracted"}
+    assert answered and set(keys) - answered  # partial: kept, the rest submitted again
+    assert set(extraction_outcomes(instance, second.run_id)) == set(keys) - answered
+    assert instance.get_materialized_partitions(EXTRACTION_KEY) == set(keys)
+    assert model_simulator.requests()["paid_twice"] == []
+
+
+def test_cancelling_keeps_the_answers_so_far_and_submits_the_rest_again(
+    instance: dg.DagsterInstance, batch_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    defs = definitions_for(batch_settings)
+    keys = register(instance, batch_settings)
+    model_simulator.configure(batch_phase_seconds=2.0)
+    run(defs, instance, "intake_job", keys, {})
+    model_simulator.configure(batch_phase_seconds=0.1)
+    (entry,) = batch_entries(instance)
+    # in_progress from 2 s to 4 s after creation, one line every 0.5 s: cancel when two are done.
+    time.sleep(max(0.0, entry.submitted_at + 3.2 - time.time()))
+    config = batch_settings.extraction.agent_config(api_key="sk-simulator-test")
+    with BatchApi(config) as api:
+        assert api.cancel(entry.batch_id).status == "cancelling"
+
+    first, _ = collect_until_settled(defs, instance)
+
+    assert batch_entries(instance)[0].status == "cancelled"
+    outcomes = extraction_outcomes(instance, first.run_id)
+    answered = {k for k, o in outcomes.items() if o.status == "extracted"}
+    assert 0 < len(answered) < len(keys)
+    assert instance.get_materialized_partitions(EXTRACTION_KEY) == set(keys)
+    assert model_simulator.requests()["paid_twice"] == []
+
+
+def test_a_document_without_an_answer_after_max_attempts_fails_for_good(
+    instance: dg.DagsterInstance, batch_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    operations = batch_settings.operations.model_copy(update={"max_attempts": 2})
+    defs = definitions_for(batch_settings.model_copy(update={"operations": operations}))
+    keys = register(instance, batch_settings, 2)
+    model_simulator.set_faults(f"500:match={invoice_number(1)}")  # every time
+    run(defs, instance, "intake_job", keys, {})
+
+    first, second = collect_until_settled(defs, instance)
+
+    assert first.success and not second.success
+    (given_up,) = [o for o in extraction_outcomes(instance, second.run_id).values()]
+    assert given_up.error_kind == "batch_no_answer" and given_up.retryable is False
+    assert "after 2 batch submissions" in (given_up.error_message or "")
+    assert documents_in_open_batches(instance) == {}
