@@ -416,9 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         inbox, data_dir = workdir / "inbox", workdir / "data"
         for folder in (home, inbox, data_dir):
             folder.mkdir()
-        (home / "dagster.yaml").write_bytes(
-            (Path(__file__).parents[1] / "dagster.yaml").read_bytes()
-        )
+        from extraction_pipeline.cli.launcher import INSTANCE_TEMPLATE
+
+        (home / "dagster.yaml").write_bytes(INSTANCE_TEMPLATE.read_bytes())
         os.environ["EXTRACTION_PG_URL"] = pg_url  # inherited by the stage processes
         ctx: dict[str, Any] = {
             "home": str(home),
