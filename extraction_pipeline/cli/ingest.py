@@ -4,7 +4,9 @@ The PDFs under the paths are registered like the inbox sensor would, added as pa
 materialised in-process through the same instance, jobs and stores: the same history, the same
 tables, the same dead letters (no run-status sensor sees an in-process run, so each run is
 settled here by the sensors' own `settle_run`). Progress goes to stderr; the summary to stdout;
-the exit code says whether any failed.
+the exit code says whether any failed. `plan_ingest` (registration, partitions, the runs to
+make) is shared with `ingest --background`, which queues the same runs on the daemon of a
+running `dev` instead (`cli/runs.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,7 +25,7 @@ import dagster as dg
 
 from extraction_pipeline.cli.launcher import Environment
 from extraction_pipeline.core.documents.pdf import UnreadablePdf, check_pdf
-from extraction_pipeline.core.documents.registry import DocumentRegistry
+from extraction_pipeline.core.documents.registry import DocumentRegistry, RegistrationOutcome
 from extraction_pipeline.core.extraction.records import ExtractionRecord, RecordStore
 from extraction_pipeline.core.operations.lifecycle import contiguous_batches
 from extraction_pipeline.core.settings import Settings
@@ -79,6 +81,71 @@ def find_pdfs(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
     return list(dict.fromkeys(found)), missing
 
 
+@dataclass
+class IngestPlan:
+    """The PDFs of one `ingest`, registered and made partitions, and the runs that take them:
+    unreadable documents through `source_job` alone (their failure must not hold up their
+    neighbours), readable ones through `intake_job`, each run a range of adjacent documents."""
+
+    documents: dict[str, str] = field(default_factory=dict)  # file path -> document key
+    # file path -> the document its bytes already are (under another name)
+    duplicates: dict[str, str] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # document key -> why
+    runs: list[DocumentsRun] = field(default_factory=list)
+
+    @property
+    def readable_keys(self) -> list[str]:
+        return [k for k in dict.fromkeys(self.documents.values()) if k not in self.unreadable]
+
+
+def plan_ingest(
+    instance: dg.DagsterInstance,
+    settings: Settings,
+    files: Sequence[Path],
+    run_tags: Mapping[str, str],
+    batch_size: int | None = None,
+) -> IngestPlan:
+    """Register `files` as the inbox sensor would, add the new `documents` partitions and plan
+    the runs, tagged `run_tags`: ranges of adjacent documents, about 20 runs (at most
+    MAX_DOCUMENTS_PER_RUN documents each) unless `batch_size` says how many documents a run takes.
+    """
+    plan = _register(DocumentRegistry(LocalObjectStore(settings.data_dir)), settings, files)
+    readable = plan.readable_keys
+    existing = set(instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
+    # Readable documents first, so that they are adjacent partitions: fewer, longer ranges.
+    new_keys = [k for k in [*readable, *plan.unreadable] if k not in existing]
+    if new_keys:
+        instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, new_keys)
+    ordered = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
+    size = batch_size or max(1, min(MAX_DOCUMENTS_PER_RUN, -(-len(readable) // 20)))
+    plan.runs.extend(
+        DocumentsRun("source_job", batch, dict(run_tags))
+        for batch in contiguous_batches(ordered, plan.unreadable, size)
+    )
+    plan.runs.extend(
+        DocumentsRun("intake_job", batch, dict(run_tags))
+        for batch in contiguous_batches(ordered, readable, size)
+    )
+    return plan
+
+
+def _register(registry: DocumentRegistry, settings: Settings, files: Sequence[Path]) -> IngestPlan:
+    """Register each file (its bytes stored) and check it can be read; no runs yet."""
+    plan = IngestPlan()
+    for path in files:
+        data = path.read_bytes()
+        registration = registry.register(path.name, data)
+        key = registration.record.document_key
+        plan.documents[str(path)] = key
+        if registration.outcome is RegistrationOutcome.DUPLICATE_CONTENT:
+            plan.duplicates[str(path)] = key
+        try:
+            check_pdf(data, settings.pdf_limits)
+        except UnreadablePdf as error:
+            plan.unreadable[key] = f"{path.name}: {type(error).__name__}: {error}"
+    return plan
+
+
 def ingest(
     instance: dg.DagsterInstance,
     environment: Environment,
@@ -96,35 +163,15 @@ def ingest(
     store = LocalObjectStore(settings.data_dir)
     registry = DocumentRegistry(store)
     summary = IngestSummary(files=len(files))
-    readable: list[str] = []
-    unreadable: list[str] = []
-    for path in files:
-        data = path.read_bytes()
-        key = registry.register(path.name, data).record.document_key
-        try:
-            check_pdf(data, settings.pdf_limits)
-        except UnreadablePdf as error:
-            summary.failed[key] = f"{path.name}: {type(error).__name__}: {error}"
-            unreadable.append(key)
-        else:
-            readable.append(key)
-    existing = set(instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
-    new_keys = [k for k in dict.fromkeys(readable + unreadable) if k not in existing]
-    if new_keys:
-        instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, new_keys)
-    ordered = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
+    tags = {TRIGGER_TAG: "ingest", WORKER_HOST_TAG: socket.gethostname()}
+    plan = plan_ingest(instance, settings, files, tags, batch_size)
+    summary.failed.update(plan.unreadable)
 
     defs = build_definitions(settings)
-    size = batch_size or max(1, min(MAX_DOCUMENTS_PER_RUN, -(-len(readable) // 20)))
-    plan = [("source_job", batch) for batch in contiguous_batches(ordered, unreadable, size)]
-    plan += [("intake_job", batch) for batch in contiguous_batches(ordered, readable, size)]
     done = 0
-    bar = _Progress(len(readable) + len(unreadable), progress)
-    for job_name, batch in plan:
-        run = DocumentsRun(
-            job_name, batch, {TRIGGER_TAG: "ingest", WORKER_HOST_TAG: socket.gethostname()}
-        )
-        result = defs.resolve_job_def(job_name).execute_in_process(
+    bar = _Progress(len(plan.readable_keys) + len(plan.unreadable), progress)
+    for run in plan.runs:
+        result = defs.resolve_job_def(run.job_name).execute_in_process(
             instance=instance,
             partition_key=run.partition_key,
             tags=run.run_tags,
@@ -133,11 +180,12 @@ def ingest(
         )
         summary.run_ids.append(result.run_id)
         _settle(instance, result, store, registry, settings)
-        done += len(batch)
-        bar.update(done, f"{len(summary.failed)} unreadable" if job_name == "source_job" else "")
+        done += len(run.keys)
+        unreadable = run.job_name == "source_job"
+        bar.update(done, f"{len(summary.failed)} unreadable" if unreadable else "")
 
     records = RecordStore(store)
-    for key in dict.fromkeys(readable):
+    for key in plan.readable_keys:
         _count(summary, key, records.load(key), set(summary.run_ids))
     tables = defs.resolve_implicit_global_asset_job_def()
     tables.execute_in_process(

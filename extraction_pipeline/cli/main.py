@@ -55,6 +55,51 @@ def _run(argv: Sequence[str] | None) -> int:
     ingest.add_argument(
         "--verbose", action="store_true", help="Dagster's event lines and library warnings too"
     )
+    ingest.add_argument(
+        "--background",
+        action="store_true",
+        help="queue the runs on the daemon of a running `dev` and print their ids at once",
+    )
+
+    runs = commands.add_parser("runs", help="runs queued in the background: status, wait")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True)
+    for name, help_text in (
+        ("status", "a run's status and its documents' outcomes, from any process"),
+        ("wait", "wait until a run (and its retries) ends; exit 0 if it succeeded"),
+    ):
+        runs_command = runs_commands.add_parser(name, help=help_text)
+        runs_command.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+        runs_command.add_argument("--json", action="store_true", help="machine-readable output")
+        runs_command.add_argument("--verbose", action="store_true", help="library warnings too")
+    runs_commands.choices["wait"].add_argument(
+        "--timeout", type=float, default=None, help="give up after this many seconds (exit 3)"
+    )
+
+    batch = commands.add_parser(
+        "batch", help="the OpenAI Batch API at half the token price: submit, status, retrieve"
+    )
+    batch_commands = batch.add_subparsers(dest="batch_command", required=True)
+    submit = batch_commands.add_parser(
+        "submit", help="submit the PDFs under PATH (or every pending document) as batches"
+    )
+    submit.add_argument("paths", nargs="*", metavar="PATH", help="PDF files or folders")
+    submit.add_argument(
+        "--pending", action="store_true", help="every registered document never attempted"
+    )
+    for name, help_text in (
+        ("status", "a batch's status and counts (default: the last submitted)"),
+        ("retrieve", "write a batch's records as JSON files (default: the last submitted)"),
+        ("cancel", "cancel a batch; what it answered is kept, the rest resubmitted"),
+    ):
+        batch_command = batch_commands.add_parser(name, help=help_text)
+        batch_command.add_argument("--batch-id", default=None, help="default: the last submitted")
+    batch_commands.choices["retrieve"].add_argument(
+        "--out", default=None, help="folder for the JSON files (default: ./batch-<id>)"
+    )
+    batch_commands.add_parser("list", help="every batch: id, documents, status")
+    for batch_command in batch_commands.choices.values():
+        batch_command.add_argument("--json", action="store_true", help="machine-readable output")
+        batch_command.add_argument("--verbose", action="store_true", help="library warnings too")
 
     commands.add_parser(
         "dg",
@@ -83,7 +128,7 @@ def _run(argv: Sequence[str] | None) -> int:
         return run_dev(args.host, args.port)
     if args.command == "demo":
         return _demo(args.count)
-    if args.command in ("history", "status", "ingest"):
+    if args.command in ("history", "status", "ingest", "runs", "batch"):
         from extraction_pipeline.cli import commands as operations
 
         with operations.library_noise_to_log(args.verbose):
@@ -91,6 +136,18 @@ def _run(argv: Sequence[str] | None) -> int:
                 return operations.history(args.document, args.json)
             if args.command == "status":
                 return operations.status(args.json)
+            if args.command == "runs":
+                from extraction_pipeline.cli import runs as runs_cli
+
+                return runs_cli.main(args)
+            if args.command == "batch":
+                from extraction_pipeline.cli import batch as batch_cli
+
+                return batch_cli.main(args)
+            if args.background:
+                from extraction_pipeline.cli import runs as runs_cli
+
+                return runs_cli.ingest_in_background(args.paths, args.json)
             return operations.ingest(args.paths, args.json, args.verbose)
     parser.error(f"unknown command {args.command}")
     return 2

@@ -12,7 +12,6 @@ from extraction_pipeline.core.operations.lifecycle import (
     DocumentFacts,
     RetryPolicy,
     contiguous_batches,
-    intake_candidates,
     needs_retry,
 )
 from extraction_pipeline.core.settings import Settings
@@ -25,6 +24,7 @@ from extraction_pipeline.instance.facts import (
     attempted_documents,
     busy_documents,
     extraction_attempts,
+    never_attempted,
 )
 from extraction_pipeline.instance.names import EXTRACTION_KEY, TRIGGER_TAG
 
@@ -90,14 +90,10 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
     ) -> dg.RunRequest | list[dg.RunRequest] | dg.SkipReason:
         instance = context.instance
         keys = all_document_keys(instance)
-        busy = busy_documents(instance, keys)
-        extracted = instance.get_materialized_partitions(EXTRACTION_KEY)
-        unextracted = [k for k in keys if k not in busy and k not in extracted]
-        attempted = attempted_documents(instance, unextracted)
         registry = document_store.registry()
         todo = [
             key
-            for key in intake_candidates(keys, busy, extracted, attempted)
+            for key in never_attempted(instance, keys)
             if not registered_recently(registry, key, grace_seconds)
         ]
         skip = f"all {len(keys)} documents have an extraction or a run"

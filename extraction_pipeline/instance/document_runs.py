@@ -37,6 +37,15 @@ class DocumentsRun:
             tags.update({RANGE_START_TAG: self.keys[0], RANGE_END_TAG: self.keys[-1]})
         return tags
 
+    @property
+    def submission_tags(self) -> dict[str, str]:
+        """The tags of this run when it is submitted by tags alone (GraphQL, the UI's
+        launchpad): the partition tag for one document, the range tags for several."""
+        tags = self.run_tags
+        if self.partition_key is not None:
+            tags[PARTITION_TAG] = self.partition_key
+        return tags
+
     def request(self, run_key: str) -> dg.RunRequest:
         return dg.RunRequest(
             run_key=run_key,

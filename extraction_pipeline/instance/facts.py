@@ -4,7 +4,11 @@ from collections.abc import Collection, Sequence
 
 import dagster as dg
 
-from extraction_pipeline.core.operations.lifecycle import AssetState, DocumentFacts
+from extraction_pipeline.core.operations.lifecycle import (
+    AssetState,
+    DocumentFacts,
+    intake_candidates,
+)
 from extraction_pipeline.instance.batches import documents_in_open_batches
 from extraction_pipeline.instance.document_runs import run_document_keys
 from extraction_pipeline.instance.names import (
@@ -114,6 +118,16 @@ def busy_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) ->
     runs = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED))
     busy = {key for run in runs for key in run_document_keys(run, ordered_keys)}
     return busy | set(documents_in_open_batches(instance))
+
+
+def never_attempted(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) -> list[str]:
+    """Documents no run ever planned, none is under way for, and not extracted: what the
+    nightly intake (and `batch submit --pending`) takes."""
+    busy = busy_documents(instance, ordered_keys)
+    extracted = instance.get_materialized_partitions(EXTRACTION_KEY)
+    unextracted = [k for k in ordered_keys if k not in busy and k not in extracted]
+    attempted = attempted_documents(instance, unextracted)
+    return intake_candidates(ordered_keys, busy, extracted, attempted)
 
 
 def attempted_documents(

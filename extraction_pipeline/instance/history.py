@@ -91,7 +91,7 @@ def _run_attempts(instance: dg.DagsterInstance, record: dg.RunRecord, key: str) 
         "run_id": run.run_id,
         "job": run.job_name,
         "run_status": run.status.value,
-        "trigger": _trigger(run),
+        "trigger": run_trigger(run),
         "run_retry_number": int(run.tags.get(RETRY_NUMBER_TAG, 0)),
         "parent_run_id": run.tags.get(PARENT_RUN_TAG),
     }
@@ -147,7 +147,8 @@ def _run_attempts(instance: dg.DagsterInstance, record: dg.RunRecord, key: str) 
     return attempts
 
 
-def _trigger(run: dg.DagsterRun) -> str:
+def run_trigger(run: dg.DagsterRun) -> str:
+    """Who asked for a run: our trigger tag, else what Dagster's tags say."""
     tags = run.tags
     if TRIGGER_TAG in tags:
         return tags[TRIGGER_TAG]

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -87,3 +88,26 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
         if text in cmdline or any(text in value for value in environ.values()):
             found.append(process)
     return found
+
+
+CLI = str(Path(sys.executable).parent / "extraction-pipeline")
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args],
+        env={**os.environ, **env},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def start_dev(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    dev = start([CLI, "dev"], env, log)
+    ui = f"http://127.0.0.1:{env['EXTRACTION_UI_PORT']}/server_info"
+    wait_for(lambda: answers(ui) or dev.poll() is not None, 180, "the UI of `dev`")
+    assert dev.poll() is None, log.read_text()[-3000:]
+    return dev
