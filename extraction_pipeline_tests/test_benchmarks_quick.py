@@ -42,6 +42,18 @@ CASES = [
         id="scale",
     ),
     pytest.param(
+        "batch",
+        [
+            "online.cost_usd",
+            "batch.cost_usd",
+            "batch.batches",
+            "cost_ratio_batch_over_online",
+            "invoice_tables_equal",
+        ],
+        120,
+        id="batch",
+    ),
+    pytest.param(
         "throughput",
         [
             "plain.docs_per_s",

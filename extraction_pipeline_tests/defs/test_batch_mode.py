@@ -19,6 +19,7 @@ from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.instance.batches import batch_entries, documents_in_open_batches
 from extraction_pipeline.instance.facts import busy_documents
+from extraction_pipeline.instance.history import document_history
 from extraction_pipeline.instance.names import (
     BATCH_TAG,
     EXTRACTION_KEY,
@@ -146,6 +147,11 @@ def test_a_batch_is_submitted_polled_and_collected_at_half_the_online_price(
     assert instance.get_materialized_partitions(EXTRACTION_KEY) == set(keys)
     assert batch_entries(instance)[0].status == "completed"
     assert documents_in_open_batches(instance) == {}
+    attempts = [a for a in document_history(instance, keys[0]) if a.asset == "extraction"]
+    assert [(a.outcome, a.batch_id) for a in attempts] == [
+        ("submitted", entry.batch_id),
+        ("extracted", entry.batch_id),
+    ]
 
     # The same documents online, in another data dir (nothing cached): twice the price.
     online_settings = batch_settings.model_copy(
