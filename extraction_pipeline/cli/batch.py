@@ -20,9 +20,9 @@ from typing import Any
 
 import dagster as dg
 
-from extraction_pipeline.cli.ingest import find_pdfs, plan_ingest
+from extraction_pipeline.cli.ingest import pdfs_to_take, plan_ingest
 from extraction_pipeline.cli.launcher import Environment, local_instance, model_endpoint_env
-from extraction_pipeline.cli.runs import NO_DEV, POLL_SECONDS, DevWebserver, queue_runs
+from extraction_pipeline.cli.runs import POLL_SECONDS, queue_runs, running_dev
 from extraction_pipeline.core.extraction.batch import BatchApi, BatchState
 from extraction_pipeline.core.extraction.records import RecordStore
 from extraction_pipeline.core.model.config import AgentConfig
@@ -62,15 +62,15 @@ def submit(paths: list[str], pending: bool, as_json: bool) -> int:
     if bool(paths) == pending:
         print("give PDF paths or --pending (not both)", file=sys.stderr)
         return 2
-    files, missing = find_pdfs(paths)
-    for path in missing:
-        print(f"no such file or folder: {path}", file=sys.stderr)
-    if paths and not files:
-        print("no PDF files found", file=sys.stderr)
-        return 2
-    webserver = DevWebserver.from_env(os.environ)
-    if not webserver.answers():
-        print(f"{NO_DEV} (nothing answers at {webserver.url})", file=sys.stderr)
+    files: list[Path] = []
+    missing: list[str] = []
+    if paths:
+        found = pdfs_to_take(paths)
+        if found is None:
+            return 2
+        files, missing = found
+    webserver = running_dev()
+    if webserver is None:
         return 2
     tags = {TRIGGER_TAG: "batch-submit", MODE_TAG: "batch"}
     with local_instance(dict(os.environ)) as (instance, environment):

@@ -115,15 +115,13 @@ def status(as_json: bool) -> int:
 
 
 def ingest(paths: list[str], as_json: bool, verbose: bool = False) -> int:
-    from extraction_pipeline.cli.ingest import find_pdfs, format_summary
+    from extraction_pipeline.cli.ingest import format_summary, pdfs_to_take
     from extraction_pipeline.cli.ingest import ingest as run_ingest
 
-    files, missing = find_pdfs(paths)
-    for path in missing:
-        print(f"no such file or folder: {path}", file=sys.stderr)
-    if not files:
-        print("no PDF files found", file=sys.stderr)
+    found = pdfs_to_take(paths)
+    if found is None:
         return 2
+    files, missing = found
     env = dict(os.environ)
     with model_simulator_if_no_key(env) as simulator:
         if simulator is not None:

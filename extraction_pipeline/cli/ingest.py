@@ -81,6 +81,18 @@ def find_pdfs(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
     return list(dict.fromkeys(found)), missing
 
 
+def pdfs_to_take(paths: Iterable[str]) -> tuple[list[Path], list[str]] | None:
+    """`find_pdfs`, saying on stderr which paths do not exist; None (said too) when no PDF was
+    found at all."""
+    files, missing = find_pdfs(paths)
+    for path in missing:
+        print(f"no such file or folder: {path}", file=sys.stderr)
+    if not files:
+        print("no PDF files found", file=sys.stderr)
+        return None
+    return files, missing
+
+
 @dataclass
 class IngestPlan:
     """The PDFs of one `ingest`, registered and made partitions, and the runs that take them:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from extraction_pipeline.cli.ingest import IngestPlan, find_pdfs, plan_ingest
+from extraction_pipeline.cli.ingest import IngestPlan, pdfs_to_take, plan_ingest
 from extraction_pipeline.cli.launcher import local_instance
 from extraction_pipeline.core.settings import SettingsError
 from extraction_pipeline.instance.document_runs import DocumentsRun
@@ -83,19 +83,26 @@ class DevWebserver:
         )
 
 
+def running_dev() -> DevWebserver | None:
+    """The webserver of the running `dev` (EXTRACTION_UI_HOST/PORT); None, said on stderr,
+    when nothing answers there."""
+    webserver = DevWebserver.from_env(os.environ)
+    if not webserver.answers():
+        print(f"{NO_DEV} (nothing answers at {webserver.url})", file=sys.stderr)
+        return None
+    return webserver
+
+
 def ingest_in_background(paths: list[str], as_json: bool) -> int:
     """Register the PDFs under `paths` and queue their runs on `dev`'s daemon; print the run ids
     at once. Exit 0, 1 when a path is missing or a run could not be queued, 2 when no PDF was
     found or no `dev` answers (then nothing is registered)."""
-    files, missing = find_pdfs(paths)
-    for path in missing:
-        print(f"no such file or folder: {path}", file=sys.stderr)
-    if not files:
-        print("no PDF files found", file=sys.stderr)
+    found = pdfs_to_take(paths)
+    if found is None:
         return 2
-    webserver = DevWebserver.from_env(os.environ)
-    if not webserver.answers():
-        print(f"{NO_DEV} (nothing answers at {webserver.url})", file=sys.stderr)
+    files, missing = found
+    webserver = running_dev()
+    if webserver is None:
         return 2
     with local_instance(dict(os.environ)) as (instance, environment):
         tags = {TRIGGER_TAG: BACKGROUND_TRIGGER}
