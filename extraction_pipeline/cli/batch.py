@@ -4,7 +4,9 @@ price, followed from any process (every batch is recorded in Dagster's event log
 `submit` queues batch-mode runs on the daemon of a running `dev` (they register nothing twice
 and submit at once) and prints the batch ids; the daemon's `batch_poller` sensor collects each
 batch when it ends. `status`, `retrieve`, `cancel` take `--batch-id`, else the last submitted.
-Exit codes: 0 done; 1 nothing to retrieve yet, or a run failed; 2 no such batch or bad input.
+Exit codes: 0 done; 1 nothing to retrieve yet, a submitting run failed, or the provider
+refused; 2 no such batch, bad input, or no running `dev` (submit); 3 the submitting runs did not
+end within SUBMIT_TIMEOUT_SECONDS (they may still).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import openai
 
 from extraction_pipeline.cli.ingest import pdfs_to_take, plan_ingest
 from extraction_pipeline.cli.launcher import Environment, local_instance, model_endpoint_env
@@ -34,7 +37,10 @@ from extraction_pipeline.instance.batches import BatchEntry, batch_entries, find
 from extraction_pipeline.instance.document_runs import DocumentsRun
 from extraction_pipeline.instance.facts import all_document_keys, never_attempted
 from extraction_pipeline.instance.names import MODE_TAG, TRIGGER_TAG
-from extraction_pipeline.instance.runs import follow_retries
+from extraction_pipeline.instance.runs import RetryChain, follow_retries
+
+# How long `submit` waits for its runs (they only upload and submit).
+SUBMIT_TIMEOUT_SECONDS = 600
 
 
 def main(args: argparse.Namespace) -> int:
@@ -83,10 +89,17 @@ def submit(paths: list[str], pending: bool, as_json: bool) -> int:
             plan = plan_ingest(instance, environment.settings, files, tags, MAX_PER_RUN)
             runs = plan.runs
         queued, refusal = queue_runs(webserver, instance, runs)
-        run_ids = _wait_for(instance, [run_id for _, run_id in queued])
+        chains = _wait_for(instance, [run_id for _, run_id in queued])
+        run_ids = {r.dagster_run.run_id for chain in chains for r in chain.runs}
         entries = [entry for entry in batch_entries(instance) if entry.run_id in run_ids]
     if refusal is not None:
         print(refusal, file=sys.stderr)
+    unsettled = [c.runs[0].dagster_run.run_id for c in chains if not c.settled]
+    failed = [c.runs[0].dagster_run.run_id for c in chains if c.settled and not c.succeeded]
+    for run_id in unsettled:
+        print(f"run {run_id} has not ended yet (`runs wait {run_id}`)", file=sys.stderr)
+    for run_id in failed:
+        print(f"run {run_id} failed (`runs status {run_id}`)", file=sys.stderr)
     if as_json:
         print(json.dumps({"batches": [e.to_json() for e in entries]}, indent=2))
     else:
@@ -98,18 +111,23 @@ def submit(paths: list[str], pending: bool, as_json: bool) -> int:
             "each batch ends (`extraction-pipeline batch status`)",
             file=sys.stderr,
         )
-    return 1 if missing or refusal is not None else 0
+    if unsettled:
+        return 3
+    return 1 if missing or refusal is not None or failed else 0
 
 
-def _wait_for(instance: dg.DagsterInstance, run_ids: list[str]) -> set[str]:
-    """The submitting runs and their run retries, once all have ended."""
-    ids: set[str] = set()
+def _wait_for(instance: dg.DagsterInstance, run_ids: list[str]) -> list[RetryChain]:
+    """The submitting runs with their run retries, once ended (or SUBMIT_TIMEOUT_SECONDS)."""
+    deadline = time.monotonic() + SUBMIT_TIMEOUT_SECONDS
+    chains = []
     for run_id in run_ids:
         while (chain := follow_retries(instance, run_id)) is not None and not chain.settled:
+            if time.monotonic() > deadline:
+                break
             time.sleep(POLL_SECONDS)
         if chain is not None:
-            ids.update(record.dagster_run.run_id for record in chain.runs)
-    return ids
+            chains.append(chain)
+    return chains
 
 
 def _list(entries: list[BatchEntry], as_json: bool) -> int:
@@ -119,7 +137,8 @@ def _list(entries: list[BatchEntry], as_json: bool) -> int:
     if not entries:
         print("no batch submitted yet")
     for entry in entries:
-        state = "open" if entry.is_open else entry.status
+        state = entry.status if entry.has_ended else "open"
+        state += " (being recorded)" if entry.has_ended and entry.is_open else ""
         print(
             f"{entry.batch_id}  {_when(entry.submitted_at)}  {len(entry.documents):>6} documents"
             f"  attempt {entry.attempt}  {state}"
@@ -128,30 +147,37 @@ def _list(entries: list[BatchEntry], as_json: bool) -> int:
 
 
 def _status(entry: BatchEntry, environment: Environment, as_json: bool) -> int:
-    live = _live_state(entry, environment) if entry.is_open else None
-    report = {**entry.to_json(), "provider": _state_json(live) if live else None}
+    live, problem = _live_state(entry, environment) if not entry.has_ended else (None, None)
+    report = {**entry.to_json(), "provider": _state_json(live) if live else problem}
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"batch {entry.batch_id}: {len(entry.documents)} documents, attempt {entry.attempt}")
     print(f"  submitted  {_when(entry.submitted_at)} (run {entry.run_id[:8]})")
-    if entry.is_open:
+    if not entry.has_ended:
         if live is None:
-            print("  open; the provider cannot be asked from here (no model endpoint)")
+            print(f"  open; the provider cannot be asked from here ({problem})")
         else:
             print(f"  {live.status}: {live.completed} answered, {live.failed} failed so far")
-    else:
-        print(f"  ended      {_when(entry.ended_at or 0)}: {entry.status}")
-        print(f"  {entry.completed} answered, {entry.failed} failed lines")
+        return 0
+    print(f"  ended      {_when(entry.ended_at or 0)}: {entry.status}")
+    print(f"  {entry.completed} answered, {entry.failed} failed lines")
+    if entry.is_open:
+        done = len(entry.documents) - len(entry.uncollected)
+        print(f"  being recorded: {done} of {len(entry.documents)} documents so far")
     return 0
 
 
 def _cancel(entry: BatchEntry, environment: Environment, as_json: bool) -> int:
-    if not entry.is_open:
+    if entry.has_ended:
         print(f"batch {entry.batch_id} already ended ({entry.status})", file=sys.stderr)
         return 1
-    with BatchApi(_agent_config(environment)) as api:
-        state = api.cancel(entry.batch_id)
+    try:
+        with BatchApi(_agent_config(environment)) as api:
+            state = api.cancel(entry.batch_id)
+    except openai.OpenAIError as error:
+        print(f"batch {entry.batch_id}: the provider refused to cancel: {error}", file=sys.stderr)
+        return 1
     if as_json:
         print(json.dumps(_state_json(state), indent=2))
     else:
@@ -164,7 +190,8 @@ def _cancel(entry: BatchEntry, environment: Environment, as_json: bool) -> int:
 
 def _retrieve(entry: BatchEntry, environment: Environment, out: str | None, as_json: bool) -> int:
     if entry.is_open:
-        print(f"batch {entry.batch_id} has not ended yet: nothing to retrieve", file=sys.stderr)
+        said = "has not ended yet" if not entry.has_ended else "is still being recorded"
+        print(f"batch {entry.batch_id} {said}: nothing to retrieve yet", file=sys.stderr)
         return 1
     folder = Path(out or f"batch-{entry.batch_id}").absolute()
     folder.mkdir(parents=True, exist_ok=True)
@@ -188,12 +215,14 @@ def _retrieve(entry: BatchEntry, environment: Environment, out: str | None, as_j
     return 0
 
 
-def _live_state(entry: BatchEntry, environment: Environment) -> BatchState | None:
+def _live_state(entry: BatchEntry, environment: Environment) -> tuple[BatchState | None, str]:
+    """What the provider says now; or, when it cannot be asked (no endpoint or key, provider
+    down), why: the recorded state still stands."""
     try:
         with BatchApi(_agent_config(environment)) as api:
-            return api.state(entry.batch_id)
-    except Exception:  # no endpoint, no key, provider down: the recorded state still stands
-        return None
+            return api.state(entry.batch_id), ""
+    except openai.OpenAIError as error:
+        return None, type(error).__name__
 
 
 def _agent_config(environment: Environment) -> AgentConfig:

@@ -1,17 +1,19 @@
 """The document op in batch mode: hand documents to the Batch API, and collect a batch's answers.
 
 A batch-mode run reads its documents as usual, then submits those that need the model as
-batches (each document gets a `submitted` observation; each batch a `model_batches` one) and
-ends without waiting: the `model_batches` sensor polls the batches and, when one ends, launches
-a run tagged with its id. That run reads the output and error files into the documents'
-outcomes, exactly as online outcomes are recorded, and submits again the documents left
-without a usable answer, up to EXTRACTION_MAX_ATTEMPTS submissions.
+batches (each batch gets a `model_batches` observation, then each document a `submitted` one)
+and ends without waiting: the `batch_poller` sensor polls the batches and, when one ends,
+launches a run tagged with its id. That run reads the output and error files into the
+documents' outcomes, exactly as online outcomes are recorded, submits again the documents left
+without a usable answer (up to EXTRACTION_MAX_ATTEMPTS submissions), and records that it
+collected them. A document waiting in another open batch is never submitted twice.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -22,7 +24,8 @@ from extraction_pipeline.core.documents.pdf import PdfDocumentInfo
 from extraction_pipeline.core.extraction.batch import BatchApi, BatchState, collect, prepare, split
 from extraction_pipeline.core.extraction.outcomes import ExtractionJob
 from extraction_pipeline.core.extraction.records import ExtractionRecord
-from extraction_pipeline.instance.batches import submitted_event
+from extraction_pipeline.core.model.results import BatchRequest
+from extraction_pipeline.instance.batches import BatchEntry, collected_event, submitted_event
 from extraction_pipeline.instance.names import EXTRACTION_KEY
 from extraction_pipeline.instance.outcomes import submission_metadata
 
@@ -38,7 +41,7 @@ class BatchSubmission:
         self.attempt = attempt
         self._keys: list[str] = []
         self._read: dict[str, PdfDocumentInfo] = {}
-        self._requests: list = []
+        self._requests: list[BatchRequest] = []
 
     def __enter__(self) -> BatchSubmission:
         return self
@@ -81,12 +84,15 @@ class BatchSubmission:
         events right after it is created, so a step retry does not submit it twice."""
         if not self._requests:
             return
-        with BatchApi(self.job.config) as api:
+        config = self.job.config
+        with BatchApi(config) as api:
             for group in split(self._requests):
                 keys = [request.custom_id for request in group]
                 metadata = {"run_id": self.job.run_id or "", "attempt": str(self.attempt)}
                 batch_id = api.submit(group, metadata)
                 log.info(f"batch {batch_id}: {len(keys)} documents submitted")
+                # The batch first: from this event on, its documents are busy everywhere.
+                yield submitted_event(batch_id, keys, self.attempt, config.model, config.api_mode)
                 for key in keys:
                     document = self.job.registry.get(key)
                     yield dg.AssetObservation(
@@ -96,20 +102,26 @@ class BatchSubmission:
                             document.file_name if document else "", batch_id, self.attempt
                         ),
                     )
-                yield submitted_event(batch_id, keys, self.attempt)
 
 
 def collect_batch(
     job: ExtractionJob,
-    batch_id: str,
-    attempt: int,
+    entry: BatchEntry,
     max_attempts: int,
     keys: Sequence[str],
     log: logging.Logger,
 ) -> Iterator[ExtractionRecord | dg.AssetObservation]:
-    """The outcomes of `keys` that batch `batch_id` answered; then either their submission in a
-    new batch (the documents it left without a usable answer) or, when `max_attempts`
-    submissions were made, their final failure."""
+    """The outcomes of `keys` that the batch of `entry` answered; then either their submission
+    in a new batch (the documents it left without a usable answer) or, when `max_attempts`
+    submissions were made, their final failure; then the record that `keys` were collected.
+    Read with the model and API the batch was asked with, whatever the settings say now."""
+    batch_id, attempt = entry.batch_id, entry.attempt
+    config = replace(
+        job.config,
+        model=entry.model or job.config.model,
+        api_mode=entry.api_mode or job.config.api_mode,  # type: ignore[arg-type]
+    )
+    job = replace(job, config=config)
     with BatchApi(job.config) as api:
         try:
             state = api.state(batch_id)
@@ -123,18 +135,17 @@ def collect_batch(
         f"{len(keys)} documents, {len(collected.unanswered)} to submit again"
     )
     yield from collected.outcomes
-    if not collected.unanswered:
-        return
-    if attempt < max_attempts:
+    if collected.unanswered and attempt < max_attempts:
         again = BatchSubmission(job, attempt + 1)
         for key in collected.unanswered:
             again.submit(key)
         yield from again.remaining()
         yield from again.submit_batches(log)
-        return
-    answered = {o.document_key: o for o in collected.outcomes}
-    for key in collected.unanswered:
-        yield _given_up(job, key, batch_id, state.status, attempt, answered.get(key))
+    elif collected.unanswered:
+        answered = {o.document_key: o for o in collected.outcomes}
+        for key in collected.unanswered:
+            yield _given_up(job, key, batch_id, state.status, attempt, answered.get(key))
+    yield collected_event(batch_id, keys)
 
 
 def _given_up(

@@ -27,9 +27,8 @@ from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
 from extraction_pipeline.defs.table_refresh import refresh_in_run
-from extraction_pipeline.instance.batches import documents_in_open_batches
+from extraction_pipeline.instance.batches import documents_in_open_batches, find_batch
 from extraction_pipeline.instance.names import (
-    BATCH_ATTEMPT_TAG,
     BATCH_TAG,
     EXTRACTION_KEY,
     MODE_TAG,
@@ -131,9 +130,17 @@ def build_document_assets(settings: ExtractionSettings, max_attempts: int) -> dg
         batch_id = context.run.tags.get(BATCH_TAG)
         if extracting and batch_id is not None:
             # A run the batch sensor launched: the batch's answers are the outcomes.
-            attempt = int(context.run.tags.get(BATCH_ATTEMPT_TAG, "1"))
-            pending = [k for k in keys if k not in settled.extraction]
-            for item in collect_batch(job, batch_id, attempt, max_attempts, pending, context.log):
+            entry = find_batch(context.instance, batch_id)
+            if entry is None:
+                raise dg.Failure(f"no batch {batch_id} is recorded", allow_retries=False)
+            # Not those an earlier attempt of this run settled or submitted again already.
+            waiting = documents_in_open_batches(context.instance)
+            pending = [
+                k
+                for k in keys
+                if k not in settled.extraction and waiting.get(k, batch_id) == batch_id
+            ]
+            for item in collect_batch(job, entry, max_attempts, pending, context.log):
                 yield from _batch_events(item, outcomes, failures)
             unreadable_seen = False
         else:
@@ -176,9 +183,9 @@ def _read_and_extract(
     soon as its source is read and each outcome is recorded as soon as it is stored (reading,
     calls and event writes overlap); in batch mode they are submitted together at the end.
     Returns whether any document was unreadable."""
-    # Not extracted online: documents waiting in a batch (their answer is on its way).
-    online = isinstance(stream, ExtractionStream)
-    waiting = documents_in_open_batches(context.instance) if online else {}
+    # Neither extracted online nor submitted again: documents waiting in a batch (their answer
+    # is on its way). A run retry of a submitting run finds its own batches here.
+    waiting = documents_in_open_batches(context.instance) if stream is not None else {}
     with stream if stream is not None else contextlib.nullcontext():
         try:
             unreadable_seen = yield from _document_events(
@@ -255,7 +262,7 @@ def _document_events(
                 info = source.info
                 yield _source_materialization(job.registry, source)
         if key in waiting and stream is not None:
-            context.log.info(f"{key}: waits in batch {waiting[key]}; not extracted online")
+            context.log.info(f"{key}: waits in batch {waiting[key]}; not taken again")
             continue
         if stream is not None and key not in settled.extraction and key not in failures:
             stream.submit(key, info)

@@ -1,10 +1,14 @@
 """Batches handed to the provider's Batch API, as Dagster's event log records them.
 
-Each batch is a `model_batches` observation when submitted (its id, documents, attempt) and
-another when it ended (its final status and counts). Which batches are open, and which
-documents wait in one, is read back here, by the sensor that polls them, the schedules (a
-document in an open batch is busy), `status` and the `batch` commands. Nothing about a batch
-lives outside the event log.
+Each batch is a `model_batches` observation when submitted (its id, documents, attempt, and
+the model and API it was asked with), another when the provider says it ended (its final
+status and counts), and one per run that collected its answers (the documents it recorded). A
+batch is open until every document of it was collected: a collecting run that failed (the
+provider unreachable) leaves it open, and the sensor launches another. Which batches are open,
+and which documents wait in one, is read back here, by the sensor that polls them, the
+schedules (a document in an open batch is busy), every document run (it does not extract or
+submit such a document again), `status` and the `batch` commands. Nothing about a batch lives
+outside the event log.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import dagster as dg
 from extraction_pipeline.core.extraction.batch import BatchState
 from extraction_pipeline.instance.names import MODEL_BATCHES_KEY
 
-SUBMITTED, ENDED = "submitted", "ended"
+SUBMITTED, ENDED, COLLECTED = "submitted", "ended", "collected"
 PAGE = 1000
 
 
@@ -31,14 +35,26 @@ class BatchEntry:
     attempt: int
     submitted_at: float
     run_id: str
+    model: str = ""
+    api_mode: str = ""
     status: str = SUBMITTED  # the provider's final status once ended
     ended_at: float | None = None
     completed: int = 0
     failed: int = 0
+    collected: frozenset[str] = frozenset()
+
+    @property
+    def has_ended(self) -> bool:
+        return self.ended_at is not None
+
+    @property
+    def uncollected(self) -> tuple[str, ...]:
+        return tuple(key for key in self.documents if key not in self.collected)
 
     @property
     def is_open(self) -> bool:
-        return self.ended_at is None
+        """Not every document's answer (or its absence) has been recorded yet."""
+        return bool(self.uncollected)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,20 +63,38 @@ class BatchEntry:
             "attempt": self.attempt,
             "submitted_at": self.submitted_at,
             "run_id": self.run_id,
-            "status": self.status if not self.is_open else "open",
+            "status": self.status if self.has_ended else "open",
+            "collected": len(self.collected),
             "ended_at": self.ended_at,
             "completed": self.completed,
             "failed": self.failed,
         }
 
 
-def submitted_event(batch_id: str, documents: Sequence[str], attempt: int) -> dg.AssetObservation:
+def submitted_event(
+    batch_id: str, documents: Sequence[str], attempt: int, model: str, api_mode: str
+) -> dg.AssetObservation:
     return dg.AssetObservation(
         asset_key=MODEL_BATCHES_KEY,
         metadata={
             "event": SUBMITTED,
             "batch_id": batch_id,
             "attempt": attempt,
+            "model": model,
+            "api_mode": api_mode,
+            "document_count": len(documents),
+            "documents": dg.MetadataValue.json(list(documents)),
+        },
+    )
+
+
+def collected_event(batch_id: str, documents: Sequence[str]) -> dg.AssetObservation:
+    """A run recorded these documents' answers (or submitted them again): they are done here."""
+    return dg.AssetObservation(
+        asset_key=MODEL_BATCHES_KEY,
+        metadata={
+            "event": COLLECTED,
+            "batch_id": batch_id,
             "document_count": len(documents),
             "documents": dg.MetadataValue.json(list(documents)),
         },
@@ -103,8 +137,8 @@ def open_batches(instance: dg.DagsterInstance) -> list[BatchEntry]:
 
 
 def documents_in_open_batches(instance: dg.DagsterInstance) -> dict[str, str]:
-    """Document key -> the open batch it waits in."""
-    return {key: entry.batch_id for entry in open_batches(instance) for key in entry.documents}
+    """Document key -> the open batch it waits in (submitted, its answer not recorded yet)."""
+    return {key: entry.batch_id for entry in open_batches(instance) for key in entry.uncollected}
 
 
 def find_batch(instance: dg.DagsterInstance, batch_id: str | None) -> BatchEntry | None:
@@ -132,6 +166,8 @@ def _fold(entries: dict[str, BatchEntry], record: dg.EventLogRecord) -> None:
             attempt=int(values.get("attempt") or 1),
             submitted_at=record.timestamp,
             run_id=record.run_id,
+            model=str(values.get("model") or ""),
+            api_mode=str(values.get("api_mode") or ""),
         )
     elif values.get("event") == ENDED and batch_id in entries:
         entries[batch_id] = replace(
@@ -141,3 +177,7 @@ def _fold(entries: dict[str, BatchEntry], record: dg.EventLogRecord) -> None:
             completed=int(values.get("completed") or 0),
             failed=int(values.get("failed") or 0),
         )
+    elif values.get("event") == COLLECTED and batch_id in entries:
+        entry = entries[batch_id]
+        done = entry.collected | frozenset(values.get("documents") or ())
+        entries[batch_id] = replace(entry, collected=done)

@@ -17,6 +17,7 @@ from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.extraction.batch import BatchApi
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.defs.batch_sensor import MAX_POLL_SECONDS, Pace, _next
 from extraction_pipeline.instance.batches import batch_entries, documents_in_open_batches
 from extraction_pipeline.instance.facts import busy_documents
 from extraction_pipeline.instance.history import document_history
@@ -112,7 +113,9 @@ def extraction_outcomes(instance: dg.DagsterInstance, run_id: str) -> dict[str, 
 
 @pytest.fixture
 def batch_settings(pipeline_settings: Settings) -> Settings:
-    extraction = pipeline_settings.extraction.model_copy(update={"mode": "batch"})
+    extraction = pipeline_settings.extraction.model_copy(
+        update={"mode": "batch", "batch_poll_seconds": 1}
+    )
     return pipeline_settings.model_copy(update={"extraction": extraction})
 
 
@@ -310,3 +313,59 @@ def test_a_document_without_an_answer_after_max_attempts_fails_for_good(
     assert given_up.error_kind == "batch_no_answer" and given_up.retryable is False
     assert "after 2 batch submissions" in (given_up.error_message or "")
     assert documents_in_open_batches(instance) == {}
+
+
+def test_documents_waiting_in_a_batch_are_not_submitted_again(
+    instance: dg.DagsterInstance, batch_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    """A run retry of a submitting run, `batch submit` twice, a backfill in batch mode."""
+    defs = definitions_for(batch_settings)
+    keys = register(instance, batch_settings)
+    run(defs, instance, "intake_job", keys[:3], {})
+
+    again = run(defs, instance, "intake_job", keys, {})
+
+    assert again.success
+    assert set(extraction_outcomes(instance, again.run_id)) == {keys[3]}  # only the new one
+    first, second = batch_entries(instance)
+    assert sorted(first.documents) == sorted(keys[:3]) and second.documents == (keys[3],)
+
+
+def test_a_collecting_run_that_failed_is_launched_again_and_nothing_is_paid_twice(
+    instance: dg.DagsterInstance,
+    batch_settings: Settings,
+    model_simulator: SimulatorControl,
+) -> None:
+    defs = definitions_for(batch_settings)
+    keys = register(instance, batch_settings)
+    run(defs, instance, "intake_job", keys, {})
+    (request,) = poll_until_collect_runs(defs, instance)
+    # The provider cannot be reached while the answers are downloaded.
+    unreachable = batch_settings.extraction.model_copy(
+        update={"base_url": "http://127.0.0.1:9/v1", "timeout_seconds": 1}
+    )
+    failed = collect(
+        definitions_for(batch_settings.model_copy(update={"extraction": unreachable})),
+        instance,
+        request,
+    )
+
+    assert not failed.success
+    assert set(documents_in_open_batches(instance)) == set(keys)  # still waiting: busy
+    assert set(busy_documents(instance, keys)) == set(keys)  # so retry_failed leaves them
+    time.sleep(1.5)  # the poll interval since that run ended
+    (again,) = poll_until_collect_runs(defs, instance)
+    assert again.run_key != request.run_key
+    assert collect(defs, instance, again).success
+    assert instance.get_materialized_partitions(EXTRACTION_KEY) == set(keys)
+    assert documents_in_open_batches(instance) == {}
+    assert model_simulator.requests()["paid_twice"] == []
+
+
+def test_the_poll_interval_doubles_while_nothing_changes_and_starts_over_on_a_change() -> None:
+    paces = [_next(None, "validating", 30, 0.0)]
+    for status in ("validating", "validating", "in_progress", "in_progress"):
+        paces.append(_next(paces[-1], status, 30, 0.0))
+    assert [p.delay for p in paces] == [30, 60, 120, 30, 60]
+    long_wait = _next(Pace("in_progress", 500, 0.0), "in_progress", 30, 0.0)
+    assert long_wait.delay == MAX_POLL_SECONDS

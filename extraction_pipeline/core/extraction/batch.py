@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import openai
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from extraction_pipeline.core.documents.pdf import PdfDocumentInfo, UnreadablePdf, read_pdf
 from extraction_pipeline.core.extraction.outcomes import (
@@ -35,7 +35,12 @@ from extraction_pipeline.core.extraction.records import (
 )
 from extraction_pipeline.core.model.agent import ExtractionAgent
 from extraction_pipeline.core.model.config import AgentConfig
-from extraction_pipeline.core.model.errors import ExtractionError, UnreadableInput, classify_status
+from extraction_pipeline.core.model.errors import (
+    ExtractionError,
+    ServerError,
+    UnreadableInput,
+    classify_status,
+)
 from extraction_pipeline.core.model.prompt import resolve_input_mode, schema_fingerprint
 from extraction_pipeline.core.model.results import BatchRequest
 from extraction_pipeline.core.model.types import DocumentInput
@@ -126,11 +131,6 @@ class Collected:
     outcomes: list[ExtractionRecord]
     unanswered: list[str]
 
-    @property
-    def final_failures(self) -> list[ExtractionRecord]:
-        again = set(self.unanswered)
-        return [o for o in self.outcomes if o.status == "failed" and o.document_key not in again]
-
 
 def collect(job: ExtractionJob, batch_id: str, keys: Sequence[str], results: bytes) -> Collected:
     """Read the output and error lines of `batch_id` for `keys` (joined by `custom_id`: lines
@@ -182,7 +182,10 @@ def _outcome(
     try:
         if status != 200 or not isinstance(body, dict):
             raise _line_error(status, body, request_id)
-        reply = reply_from_body(job.config.api_mode, body, str(request_id or "") or None)
+        try:
+            reply = reply_from_body(job.config.api_mode, body, str(request_id or "") or None)
+        except ValidationError as error:  # not the answer shape the API promises: ask again
+            raise ServerError(f"malformed answer in the batch output: {error}") from error
         result = agent.batch_result(key, mode, reply)
     except ExtractionError as error:
         return error_outcome(document, info.page_count, error, job)

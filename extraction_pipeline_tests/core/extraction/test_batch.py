@@ -97,5 +97,4 @@ def test_result_lines_are_joined_by_custom_id_and_each_status_is_checked(
     assert {o.batch_id for o in outcomes.values()} == {"batch_1"}
     # Submitted again: the retryable failure and the documents the batch never answered.
     assert collected.unanswered == [server_error, expired, missing]
-    assert [o.document_key for o in collected.final_failures] == [bad_request]
     assert job.records.load(bad_request) == outcomes[bad_request]  # stored like online outcomes
