@@ -133,12 +133,11 @@ def build_document_assets(settings: ExtractionSettings, max_attempts: int) -> dg
             entry = find_batch(context.instance, batch_id)
             if entry is None:
                 raise dg.Failure(f"no batch {batch_id} is recorded", allow_retries=False)
-            # Not those an earlier attempt of this run settled or submitted again already.
+            # Only documents still waiting in this batch: not those collected already, nor
+            # those an earlier attempt of this run settled or submitted again.
             waiting = documents_in_open_batches(context.instance)
             pending = [
-                k
-                for k in keys
-                if k not in settled.extraction and waiting.get(k, batch_id) == batch_id
+                k for k in keys if k not in settled.extraction and waiting.get(k) == batch_id
             ]
             for item in collect_batch(job, entry, max_attempts, pending, context.log):
                 yield from _batch_events(item, outcomes, failures)
@@ -156,7 +155,8 @@ def build_document_assets(settings: ExtractionSettings, max_attempts: int) -> dg
             yield from refresh_in_run(
                 context.instance, document_store, TableSet.for_schema(job.schema)
             )
-        retryable = any(o.retryable for o in outcomes if o.status == "failed")
+        # Step retries only for what failed here for now (not what went to a batch again).
+        retryable = any(o.retryable for o in outcomes if o.document_key in failures)
 
         if failures:
             raise dg.Failure(
