@@ -112,6 +112,25 @@ class RunningPipeline:
     def materialized(self) -> int:
         return len(self.instance.get_materialized_partitions(EXTRACTION))
 
+    def wait_done(self, n: int, started: float, timeout: float) -> tuple[float, float]:
+        """Seconds after `started` (a time.monotonic()) until all `n` documents were
+        materialised, and until documents.parquet held them all."""
+        extracted_s = tables_s = None
+        while extracted_s is None or tables_s is None:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(
+                    f"after {timeout:.0f}s: {self.materialized()} of {n} materialised, "
+                    f"{self.done_rows()} rows in documents.parquet (see {self.workdir})"
+                )
+            if self.daemon.poll() is not None:
+                raise RuntimeError(f"dagster-daemon exited (see {self.workdir}/daemon.log)")
+            if extracted_s is None and self.materialized() >= n:
+                extracted_s = time.monotonic() - started
+            if tables_s is None and self.done_rows() >= n:
+                tables_s = time.monotonic() - started
+            time.sleep(0.5)
+        return extracted_s, tables_s
+
     def unfinished_runs(self) -> int:
         statuses = [
             dg.DagsterRunStatus.QUEUED,

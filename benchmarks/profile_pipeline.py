@@ -376,20 +376,12 @@ def measure(args: argparse.Namespace) -> None:
             if meter:
                 meter.mark_baseline()
         started, harness_cpu = time.monotonic(), time.process_time()
-        extracted_s = tables_s = None
         if args.idle_seconds:  # nothing dropped: what the idle pipeline costs per second
             time.sleep(args.idle_seconds)
-            extracted_s = tables_s = args.idle_seconds
+            extracted_s = tables_s = float(args.idle_seconds)
         else:
             drop_files(paths, pipeline.inbox)
-        while extracted_s is None or tables_s is None:
-            if time.monotonic() - started > args.timeout:
-                raise TimeoutError(f"{pipeline.materialized()} of {n} after {args.timeout}s")
-            if extracted_s is None and pipeline.materialized() >= n:
-                extracted_s = time.monotonic() - started
-            if tables_s is None and pipeline.done_rows() >= n:
-                tables_s = time.monotonic() - started
-            time.sleep(0.5)
+            extracted_s, tables_s = pipeline.wait_done(n, started, args.timeout)
         wall = max(extracted_s, tables_s)
         harness_cpu = time.process_time() - harness_cpu  # this script's polling, not counted
         roles = pipeline.meter.cpu_by_role()

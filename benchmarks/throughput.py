@@ -146,21 +146,7 @@ def run_pipeline(
     dropped_at, started = time.time(), time.monotonic()
     drop_files(paths, pipeline.inbox)
     n = len(paths)
-    extracted_s = tables_s = None
-    deadline = started + args.timeout
-    while tables_s is None or extracted_s is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"after {args.timeout:.0f}s: {pipeline.materialized()} of {n} materialised, "
-                f"{pipeline.done_rows()} rows in documents.parquet (see {pipeline.workdir})"
-            )
-        if pipeline.daemon.poll() is not None:
-            raise RuntimeError(f"dagster-daemon exited (see {pipeline.workdir}/daemon.log)")
-        if extracted_s is None and pipeline.materialized() >= n:
-            extracted_s = time.monotonic() - started
-        if tables_s is None and pipeline.done_rows() >= n:
-            tables_s = time.monotonic() - started
-        time.sleep(0.5)
+    extracted_s, tables_s = pipeline.wait_done(n, started, args.timeout)
     wall = max(extracted_s, tables_s)
     cpu = pipeline.meter.cpu_by_role()
     stats = simulator.stats()

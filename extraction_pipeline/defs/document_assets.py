@@ -27,7 +27,11 @@ from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
 from extraction_pipeline.defs.table_refresh import refresh_in_run
-from extraction_pipeline.instance.batches import documents_in_open_batches, find_batch
+from extraction_pipeline.instance.batches import (
+    batch_entries,
+    documents_in_open_batches,
+    waiting_documents,
+)
 from extraction_pipeline.instance.names import (
     BATCH_TAG,
     EXTRACTION_KEY,
@@ -130,12 +134,13 @@ def build_document_assets(settings: ExtractionSettings, max_attempts: int) -> dg
         batch_id = context.run.tags.get(BATCH_TAG)
         if extracting and batch_id is not None:
             # A run the batch sensor launched: the batch's answers are the outcomes.
-            entry = find_batch(context.instance, batch_id)
+            entries = batch_entries(context.instance)
+            entry = next((e for e in entries if e.batch_id == batch_id), None)
             if entry is None:
                 raise dg.Failure(f"no batch {batch_id} is recorded", allow_retries=False)
             # Only documents still waiting in this batch: not those collected already, nor
             # those an earlier attempt of this run settled or submitted again.
-            waiting = documents_in_open_batches(context.instance)
+            waiting = waiting_documents(entries)
             pending = [
                 k for k in keys if k not in settled.extraction and waiting.get(k) == batch_id
             ]

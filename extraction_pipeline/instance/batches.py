@@ -138,7 +138,12 @@ def open_batches(instance: dg.DagsterInstance) -> list[BatchEntry]:
 
 def documents_in_open_batches(instance: dg.DagsterInstance) -> dict[str, str]:
     """Document key -> the open batch it waits in (submitted, its answer not recorded yet)."""
-    return {key: entry.batch_id for entry in open_batches(instance) for key in entry.uncollected}
+    return waiting_documents(batch_entries(instance))
+
+
+def waiting_documents(entries: Sequence[BatchEntry]) -> dict[str, str]:
+    """`documents_in_open_batches` of entries already read (a later batch wins)."""
+    return {key: entry.batch_id for entry in entries for key in entry.uncollected}
 
 
 def find_batch(instance: dg.DagsterInstance, batch_id: str | None) -> BatchEntry | None:
