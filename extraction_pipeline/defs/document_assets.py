@@ -32,6 +32,7 @@ from extraction_pipeline.instance.batches import (
     documents_in_open_batches,
     waiting_documents,
 )
+from extraction_pipeline.instance.model_limits import deployment_limits
 from extraction_pipeline.instance.names import (
     BATCH_TAG,
     EXTRACTION_KEY,
@@ -129,6 +130,7 @@ def build_document_assets(settings: ExtractionSettings, max_attempts: int) -> dg
             pdf_limits=document_store.pdf_limits(),
             run_id=context.run.run_id,
             stop_grace_seconds=extraction_agent.stop_grace_seconds,
+            shared_limits=deployment_limits(context.instance),
         )
         extracting = EXTRACTION_KEY in selected
         batch_id = context.run.tags.get(BATCH_TAG)

@@ -27,6 +27,7 @@ from extraction_pipeline.core.extraction.records import (
 from extraction_pipeline.core.extraction.validation import ValidationPolicy, validate_record
 from extraction_pipeline.core.model.config import AgentConfig
 from extraction_pipeline.core.model.errors import ExtractionError
+from extraction_pipeline.core.model.ratelimit import SharedLimits
 
 # Failures a person has to look at: the model will answer the same way to the same input.
 REVIEW_ERROR_KINDS = frozenset({"refused", "truncated", "schema_violation", "unreadable_input"})
@@ -44,6 +45,8 @@ class ExtractionJob:
     pdf_limits: PdfLimits
     run_id: str | None = None
     stop_grace_seconds: float = 15.0  # see ExtractionStream.interrupt
+    # The deployment's concurrency slots and rate window (see RateLimiter); None: this process's.
+    shared_limits: SharedLimits | None = None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from extraction_pipeline.core.extraction.records import (
 from extraction_pipeline.core.model.agent import ExtractionAgent
 from extraction_pipeline.core.model.errors import ExtractionError
 from extraction_pipeline.core.model.prompt import schema_fingerprint
-from extraction_pipeline.core.model.ratelimit import RateLimiter, SharedWindow
+from extraction_pipeline.core.model.ratelimit import RateLimiter
 from extraction_pipeline.core.model.types import DocumentInput
 
 log = logging.getLogger(__name__)
@@ -150,15 +150,14 @@ class ExtractionStream:
         self._started.set()
         config = self.job.config
         limiter = RateLimiter(
-            max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm
+            max_concurrency=config.max_concurrency,
+            rpm=config.rpm,
+            tpm=config.tpm,
+            shared=self.job.shared_limits,
         )
-        window = SharedWindow(self.job.records.store) if limiter.limits_rate else None
-        if window is not None:
-            window.load_into(limiter)
         async with ExtractionAgent(self.job.schema, config, limiter=limiter) as agent:
             self._agent = agent
             watch = asyncio.create_task(self._watch_caller())
-            keep = asyncio.create_task(_keep_saving(window, limiter)) if window else None
             try:
                 while not isinstance(item := await self._inbox.get(), _Done):
                     key, info = item
@@ -169,9 +168,8 @@ class ExtractionStream:
                 await self._drain(agent)
             self._server = None  # from here on, a late `interrupt` has nothing to stop
             watch.cancel()
-            if keep is not None and window is not None:
-                keep.cancel()
-                window.save_from(limiter)
+        if self.job.shared_limits is not None:
+            self.job.shared_limits.close()
 
     async def _watch_caller(self) -> None:
         """Stop as `interrupt` does when the caller's thread ends without closing the stream:
@@ -256,20 +254,12 @@ class ExtractionStream:
         return success_outcome(document, info.page_count, result, job, cache_hit=False)
 
 
-async def _keep_saving(window: SharedWindow, limiter: RateLimiter) -> None:
-    """Hand the rate window on as it fills, so a run that dies still leaves it behind."""
-    while True:
-        await asyncio.sleep(WINDOW_SAVE_SECONDS)
-        window.save_from(limiter)
-
-
 class _Done:
     pass
 
 
 _DONE = _Done()
 CALLER_WATCH_SECONDS = 0.25
-WINDOW_SAVE_SECONDS = 1.0
 # How long `interrupt` waits beyond the grace period for the loop to wind down.
 STOP_JOIN_MARGIN_SECONDS = 5.0
 

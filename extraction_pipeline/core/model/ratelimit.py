@@ -11,6 +11,11 @@ A request whose own estimate exceeds `tpm` is let through alone on an empty wind
 could never start. After a call, `Permit.record_tokens` replaces the estimate with the real usage
 so the window reflects what the provider actually counted.
 
+The provider's quota is per account, so in a deployment the limits hold for every process
+together: given `shared` (`SharedLimits`, kept in the deployment's Postgres), a permit also takes
+one of `max_concurrency` deployment-wide slots and its place in the one shared window; the
+process-local semaphore then only stops one process from asking for more than the whole cap.
+
 Clock and sleep are injectable so tests run the algorithm without waiting. A limiter belongs to
 the event loop that first uses it (it holds asyncio primitives): share it within one loop only.
 """
@@ -18,13 +23,11 @@ the event loop that first uses it (it holds asyncio primitives): share it within
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-
-from extraction_pipeline.core.store import ObjectStore
+from typing import Protocol
 
 # The provider counts a request per minute from when it *arrives*; a request admitted here
 # arrives a little later, and how much later varies (a process starting its client on a busy
@@ -44,16 +47,40 @@ class _Spend:
         self.tokens = tokens
 
 
+class SharedLimits(Protocol):
+    """Slots and a rate window shared by every process of a deployment (see module docstring).
+    Calls are short and synchronous; a process that dies gives its slots back."""
+
+    def try_slot(self, capacity: int) -> int | None:
+        """Take a free slot of `capacity`, or None when all are taken."""
+        ...
+
+    def release_slot(self, slot: int) -> None: ...
+
+    def admit(self, tokens: int, rpm: int | None, tpm: int | None) -> tuple[float, int | None]:
+        """Start a request of `tokens` now if the shared window has room: (0, its ticket);
+        else (seconds to wait before asking again, None)."""
+        ...
+
+    def record_tokens(self, ticket: int, tokens: int) -> None:
+        """Replace a started request's token estimate with its real usage."""
+        ...
+
+    def close(self) -> None:
+        """Give back every slot still held (asking again later starts afresh)."""
+        ...
+
+
 class Permit:
     """Held while one request is in flight."""
 
-    def __init__(self, spend: _Spend, waited_seconds: float) -> None:
-        self._spend = spend
+    def __init__(self, record: Callable[[int], None], waited_seconds: float) -> None:
+        self._record = record
         self.waited_seconds = waited_seconds
 
     def record_tokens(self, tokens: int) -> None:
         """Replace the up-front token estimate with the tokens the call really used."""
-        self._spend.tokens = max(tokens, 0)
+        self._record(max(tokens, 0))
 
 
 class RateLimiter:
@@ -65,10 +92,15 @@ class RateLimiter:
         max_concurrency: int | None = None,
         rpm: int | None = None,
         tpm: int | None = None,
+        shared: SharedLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._capacity = max_concurrency or None
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self._shared = shared
+        # One waiter of this process asks the shared slots at a time, in arrival order.
+        self._slot_queue = asyncio.Lock()
         self._rpm = rpm or None
         self._tpm = tpm or None
         self._clock = clock
@@ -83,37 +115,58 @@ class RateLimiter:
         start = self._clock()
         if self._slots is not None:
             await self._slots.acquire()
+        slot = None
         try:
-            spend = await self._admit(max(estimated_tokens, 0))
-            yield Permit(spend, waited_seconds=self._clock() - start)
+            if self._shared is not None and self._capacity is not None:
+                slot = await self._shared_slot(self._shared, self._capacity)
+            record = await self._admit(max(estimated_tokens, 0))
+            yield Permit(record, waited_seconds=self._clock() - start)
         finally:
+            if slot is not None and self._shared is not None:
+                self._shared.release_slot(slot)
             if self._slots is not None:
                 self._slots.release()
+
+    async def _shared_slot(self, shared: SharedLimits, capacity: int) -> int:
+        async with self._slot_queue:
+            delay = SLOT_POLL_SECONDS[0]
+            while (slot := shared.try_slot(capacity)) is None:
+                await self._sleep(delay)
+                delay = min(delay * 2, SLOT_POLL_SECONDS[1])
+            return slot
 
     @property
     def limits_rate(self) -> bool:
         return self._rpm is not None or self._tpm is not None
 
-    def recent_spends(self) -> list[tuple[float, int]]:
-        """(age in seconds, tokens) of the permits started within the window."""
-        now = self._clock()
-        self._prune(now)
-        return [(now - spend.started_at, spend.tokens) for spend in self._window]
-
-    def carry_over(self, spends: Iterable[tuple[float, int]]) -> None:
-        """Count permits started elsewhere (another run), given as (age in seconds, tokens)."""
-        now = self._clock()
-        earlier = [_Spend(now - age, tokens) for age, tokens in spends if 0 <= age < WINDOW_SECONDS]
-        self._window = deque(sorted([*earlier, *self._window], key=lambda s: s.started_at))
-
     def window_usage(self) -> tuple[int, int]:
-        """(requests, tokens) started within the current window."""
+        """(requests, tokens) started within this process's window."""
         self._prune(self._clock())
         return len(self._window), sum(spend.tokens for spend in self._window)
 
-    async def _admit(self, tokens: int) -> _Spend:
+    async def _admit(self, tokens: int) -> Callable[[int], None]:
+        """Wait for room in the window; returns how to correct the request's token count."""
         if self._rpm is None and self._tpm is None:
-            return _Spend(self._clock(), tokens)
+            return _ignore
+        if self._shared is not None:
+            return await self._admit_shared(self._shared, tokens)
+        spend = await self._admit_local(tokens)
+
+        def record(used: int) -> None:
+            spend.tokens = used
+
+        return record
+
+    async def _admit_shared(self, shared: SharedLimits, tokens: int) -> Callable[[int], None]:
+        async with self._gate:
+            while True:
+                wait, ticket = shared.admit(tokens, self._rpm, self._tpm)
+                if ticket is not None:
+                    return lambda used: shared.record_tokens(ticket, used)
+                # Ask again within a second: other processes' corrections may free room.
+                await self._sleep(min(max(wait, SLOT_POLL_SECONDS[0]), 1.0))
+
+    async def _admit_local(self, tokens: int) -> _Spend:
         async with self._gate:
             while True:
                 now = self._clock()
@@ -145,31 +198,11 @@ class RateLimiter:
         return wait
 
 
-class SharedWindow:
-    """The RPM/TPM window handed from one extraction step to the next through an object store.
+def _ignore(tokens: int) -> None:
+    pass
 
-    A limiter lives as long as one step; without this, every run would start with an empty
-    window and two runs in a row could together exceed the per-minute quota. Ages, not clock
-    readings, are stored, so the window survives a change of process.
-    """
 
-    NAME = "limits/model_window.json"
-
-    def __init__(self, store: ObjectStore, wall_clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self._wall_clock = wall_clock
-
-    def load_into(self, limiter: RateLimiter) -> None:
-        try:
-            data = json.loads(self.store.get(self.NAME))
-            elapsed = self._wall_clock() - float(data["saved_at"])
-            spends = [(float(age) + elapsed, int(tokens)) for age, tokens in data["spends"]]
-        except FileNotFoundError:
-            return
-        except (ValueError, KeyError, TypeError):
-            return  # a damaged file only means one window starts empty
-        limiter.carry_over(spends)
-
-    def save_from(self, limiter: RateLimiter) -> None:
-        payload = {"saved_at": self._wall_clock(), "spends": limiter.recent_spends()}
-        self.store.put(self.NAME, json.dumps(payload).encode())
+# A waiter for a shared slot asks again after this long, doubling up to the second figure: a
+# slot freed elsewhere is taken within tens of milliseconds, and a full deployment is asked at
+# most 20 times a second per process.
+SLOT_POLL_SECONDS = (0.005, 0.05)

@@ -4,8 +4,7 @@ import asyncio
 
 import pytest
 
-from extraction_pipeline.core.model.ratelimit import WINDOW_SECONDS, RateLimiter, SharedWindow
-from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.core.model.ratelimit import WINDOW_SECONDS, RateLimiter
 
 
 class FakeTime:
@@ -21,6 +20,7 @@ class FakeTime:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+        await asyncio.sleep(0)  # let the other tasks run, as a real sleep would
 
 
 def limiter(fake: FakeTime, **limits: int | None) -> RateLimiter:
@@ -145,42 +145,103 @@ def test_waiting_time_is_reported_on_the_permit() -> None:
     assert waits == [0.0, pytest.approx(WINDOW_SECONDS)]
 
 
-def test_the_window_handed_on_through_the_store_holds_the_rpm_across_runs(tmp_path) -> None:
-    """A second run, in another process with another clock, waits for the first run's requests
-    to leave the window instead of starting with an empty one."""
-    store = LocalObjectStore(tmp_path)
-    wall = [5_000.0]
-    window = SharedWindow(store, wall_clock=lambda: wall[0])
-    first, second = FakeTime(), FakeTime()
-    second.now = 7.0  # another process: its monotonic clock has nothing to do with the first's
+class FakeShared:
+    """`SharedLimits` as another process sees them: `taken_elsewhere` slots are busy."""
 
-    async def first_run() -> None:
-        rl = limiter(first, rpm=3)
-        window.load_into(rl)  # nothing stored yet
-        for _ in range(3):
-            await take(rl, tokens=10)
-        window.save_from(rl)
+    def __init__(self, taken_elsewhere: int = 0) -> None:
+        self.taken = set(range(taken_elsewhere))
+        self.peak = 0
+        self.window: list[tuple[int, int]] = []  # (ticket, tokens)
+        self.asked = 0
 
-    async def second_run() -> None:
-        rl = limiter(second, rpm=3)
-        window.load_into(rl)
-        assert rl.window_usage() == (3, 30)
-        await take(rl)
+    def try_slot(self, capacity: int) -> int | None:
+        self.asked += 1
+        free = [slot for slot in range(capacity) if slot not in self.taken]
+        if not free:
+            return None
+        self.taken.add(free[0])
+        self.peak = max(self.peak, len(self.taken))
+        return free[0]
 
-    asyncio.run(first_run())
-    wall[0] += 20.0  # the next run starts 20 s later
-    asyncio.run(second_run())
-    assert first.sleeps == []
-    assert second.sleeps == [pytest.approx(WINDOW_SECONDS - 20)]
+    def release_slot(self, slot: int) -> None:
+        self.taken.remove(slot)
+
+    def admit(self, tokens: int, rpm: int | None, tpm: int | None) -> tuple[float, int | None]:
+        if rpm is not None and len(self.window) >= rpm:
+            return 30.0, None
+        self.window.append((len(self.window), tokens))
+        return 0.0, len(self.window) - 1
+
+    def record_tokens(self, ticket: int, tokens: int) -> None:
+        self.window[ticket] = (ticket, tokens)
+
+    def close(self) -> None:
+        pass
 
 
-def test_a_damaged_or_stale_window_starts_empty(tmp_path) -> None:
-    store = LocalObjectStore(tmp_path)
-    fake = FakeTime()
-    store.put(SharedWindow.NAME, b"{not json")
-    rl = limiter(fake, rpm=3)
-    SharedWindow(store).load_into(rl)
-    assert rl.window_usage() == (0, 0)
-    store.put(SharedWindow.NAME, b'{"saved_at": 0, "spends": [[1.0, 5]]}')  # long ago
-    SharedWindow(store).load_into(rl)
-    assert rl.window_usage() == (0, 0)
+def test_shared_slots_bound_the_calls_of_every_process_together() -> None:
+    """Two slots of a cap of 3 are held by another run: this one has one call in flight at a
+    time, and asks again (sleeping, not spinning) until a slot is free."""
+    fake, shared = FakeTime(), FakeShared(taken_elsewhere=2)
+    in_flight, peak = 0, 0
+
+    async def call(rl: RateLimiter) -> None:
+        nonlocal in_flight, peak
+        async with rl.acquire():
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0)
+            in_flight -= 1
+
+    async def scenario() -> None:
+        rl = RateLimiter(max_concurrency=3, shared=shared, clock=fake.clock, sleep=fake.sleep)
+        await asyncio.gather(*(call(rl) for _ in range(4)))
+
+    asyncio.run(scenario())
+    assert peak == 1
+    assert fake.sleeps  # the others waited for the one slot
+    assert shared.peak == 3 and shared.taken == {0, 1}  # every slot taken here was given back
+
+    blocked = FakeShared(taken_elsewhere=3)
+
+    async def waits() -> None:
+        rl = RateLimiter(max_concurrency=3, shared=blocked, clock=fake.clock, sleep=fake.sleep)
+        async with rl.acquire():
+            pass
+
+    fake.sleeps.clear()
+
+    def free_one_after_some_polls(capacity: int) -> int | None:
+        if blocked.asked == 5:
+            blocked.taken.discard(2)
+        return FakeShared.try_slot(blocked, capacity)
+
+    blocked.try_slot = free_one_after_some_polls  # type: ignore[method-assign]
+    asyncio.run(waits())
+    assert len(fake.sleeps) == 5
+    assert fake.sleeps == sorted(fake.sleeps) and max(fake.sleeps) <= 0.05  # backs off, bounded
+
+
+def test_the_shared_window_admits_and_takes_the_real_token_count() -> None:
+    fake, shared = FakeTime(), FakeShared()
+
+    class GaveUp(Exception):
+        pass
+
+    async def sleep(seconds: float) -> None:
+        await fake.sleep(seconds)
+        if len(fake.sleeps) == 3:
+            raise GaveUp
+
+    async def scenario() -> None:
+        rl = RateLimiter(rpm=2, tpm=1000, shared=shared, clock=fake.clock, sleep=sleep)
+        for _ in range(2):
+            async with rl.acquire(50) as permit:
+                permit.record_tokens(7)
+        assert rl.window_usage() == (0, 0)  # nothing counted locally: the window is shared
+        with pytest.raises(GaveUp):
+            await take(rl)  # the shared window is full: it waits
+
+    asyncio.run(scenario())
+    assert shared.window == [(0, 7), (1, 7)]
+    assert fake.sleeps == [1.0, 1.0, 1.0]  # asks again within a second, not after 30 s
