@@ -70,11 +70,14 @@ def instance(pg_url: str) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings on a temporary data dir and inbox, with no settle delay."""
+    """Settings on a temporary data dir and inbox, with no settle delay and ticks that do not
+    watch the folder when it holds nothing new (in-process ticks are evaluated one by one; the
+    watch has its own tests, and deployments in e2e tests run with the shipped default)."""
     env = {
         "EXTRACTION_DATA_DIR": str(tmp_path / "data"),
         "EXTRACTION_INBOX": str(tmp_path / "inbox"),
         "EXTRACTION_SETTLE_SECONDS": "0",
+        "EXTRACTION_SENSOR_WATCH_SECONDS": "0",
     }
     settings = Settings.from_env(env)
     settings.inbox.mkdir(parents=True)

@@ -68,10 +68,13 @@ class ExtractionSettings(_FromEnv):
     )
     base_url: str | None = setting("OPENAI_BASE_URL", None, "An OpenAI-compatible endpoint")
     max_concurrency: int = setting(
-        "EXTRACTION_MAX_CONCURRENCY", _AGENT.max_concurrency, "Calls in flight per pool slot", ge=1
+        "EXTRACTION_MAX_CONCURRENCY",
+        _AGENT.max_concurrency,
+        "Model calls in flight, all runs together",
+        ge=1,
     )
-    rpm: int = setting("EXTRACTION_RPM", 0, "Requests per minute per pool slot; 0: no limit", ge=0)
-    tpm: int = setting("EXTRACTION_TPM", 0, "Tokens per minute per pool slot; 0: no limit", ge=0)
+    rpm: int = setting("EXTRACTION_RPM", 0, "Requests per minute, all runs; 0: no limit", ge=0)
+    tpm: int = setting("EXTRACTION_TPM", 0, "Tokens per minute, all runs; 0: no limit", ge=0)
     timeout_seconds: float = setting(
         "EXTRACTION_TIMEOUT", _AGENT.timeout_seconds, "Seconds per model call", gt=0
     )
@@ -144,7 +147,13 @@ class Settings(_FromEnv):
         "EXTRACTION_SENSOR_INTERVAL", 5, "Seconds between sensor ticks", ge=1
     )
     sensor_max_files: int = setting(
-        "EXTRACTION_SENSOR_MAX_FILES", 200, "Files taken per sensor tick", ge=1
+        "EXTRACTION_SENSOR_MAX_FILES", 1000, "Files taken per sensor tick", ge=1
+    )
+    sensor_watch_seconds: float = setting(
+        "EXTRACTION_SENSOR_WATCH_SECONDS",
+        3.0,
+        "Seconds a tick that finds nothing watches the drop folder; 0: off",
+        ge=0,
     )
     settle_seconds: float = setting(
         "EXTRACTION_SETTLE_SECONDS", 1.0, "Seconds a file must be unchanged before it is read", ge=0

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from extraction_pipeline.core.documents.identity import display_name
-from extraction_pipeline.core.documents.pdf import PdfLimits, UnreadablePdf, check_pdf
+from extraction_pipeline.core.documents.pdf import PdfLimits, UnreadablePdf, check_pdf, sha256_hex
 from extraction_pipeline.core.documents.refusals import Refusal, RefusalReason
-from extraction_pipeline.core.documents.registry import DocumentRegistry, RegistrationOutcome
+from extraction_pipeline.core.documents.registry import (
+    DocumentRegistry,
+    Registration,
+    RegistrationOutcome,
+)
 from extraction_pipeline.core.intake.inbox import (
     InboxEntry,
     InboxFileChanged,
@@ -104,30 +109,30 @@ def take_documents(
     growing: list[str] = [display_name(entry.name) for entry in plan.growing]
     retrying: list[tuple[str, str]] = []
     held: set[str] = set()
-    for entry in plan.ready:
+    readable: list[tuple[InboxEntry, bytes]] = []
+    with ThreadPoolExecutor(INTAKE_THREADS, thread_name_prefix="intake") as pool:
+        reads = pool.map(lambda entry: _read(read, inbox, entry, limits.max_bytes), plan.ready)
+        for entry, data in zip(plan.ready, reads, strict=True):
+            name = display_name(entry.name)
+            if isinstance(data, bytes):
+                readable.append((entry, data))
+            elif isinstance(data, FileNotFoundError):
+                vanished.append(name)
+            elif isinstance(data, InboxFileChanged):
+                log.info("%s: %s; taken on a later tick", name, data)
+                growing.append(name)
+                held.add(entry.name)
+            elif isinstance(data, InboxFileRefused):
+                refused.append(_refusal(name, data.reason, str(data)))
+            elif isinstance(data, PermissionError):
+                message = f"the file may not be read ({data.strerror}); fix its permissions"
+                refused.append(_refusal(name, RefusalReason.PERMISSION_DENIED, message))
+            else:  # any other OSError: a passing reason, perhaps
+                retrying.append((name, f"{type(data).__name__}: {data.strerror or data}"))
+                held.add(entry.name)
+        registrations = _register_all(pool, registry, readable)
+    for (entry, data), registration in zip(readable, registrations, strict=True):
         name = display_name(entry.name)
-        try:
-            data = read(inbox, entry, limits.max_bytes)
-        except FileNotFoundError:
-            vanished.append(name)
-            continue
-        except InboxFileChanged as error:
-            log.info("%s: %s; taken on a later tick", name, error)
-            growing.append(name)
-            held.add(entry.name)
-            continue
-        except InboxFileRefused as error:
-            refused.append(_refusal(name, error.reason, str(error)))
-            continue
-        except PermissionError as error:
-            message = f"the file may not be read ({error.strerror}); fix its permissions"
-            refused.append(_refusal(name, RefusalReason.PERMISSION_DENIED, message))
-            continue
-        except OSError as error:
-            retrying.append((name, f"{type(error).__name__}: {error.strerror or error}"))
-            held.add(entry.name)
-            continue
-        registration = registry.register(entry.name, data)
         key = registration.record.document_key
         if registration.outcome is RegistrationOutcome.NEW:
             try:
@@ -157,6 +162,43 @@ def take_documents(
         deferred=tuple(display_name(entry.name) for entry in plan.deferred),
         cursor=replace(plan.cursor, retry=frozenset(held)),
     )
+
+
+_ReadError = OSError | InboxFileChanged | InboxFileRefused
+
+
+def _read(read: InboxReader, inbox: Path, entry: InboxEntry, max_bytes: int) -> bytes | _ReadError:
+    """The file's bytes, or the error that kept them."""
+    try:
+        return read(inbox, entry, max_bytes)
+    except (OSError, InboxFileChanged, InboxFileRefused) as error:
+        return error
+
+
+def _register_all(
+    pool: ThreadPoolExecutor, registry: DocumentRegistry, files: list[tuple[InboxEntry, bytes]]
+) -> list[Registration]:
+    """Register `files` in their order's meaning: of files with the same bytes the first is the
+    document, the rest duplicates. Storing is mostly waiting for the disk (or the object store),
+    so the first file of each content is registered in parallel, the others after them."""
+    first: dict[str, int] = {}
+    for index, (_, data) in enumerate(files):
+        first.setdefault(sha256_hex(data), index)
+    done: dict[int, Registration] = dict(
+        zip(
+            first.values(),
+            pool.map(lambda i: registry.register(files[i][0].name, files[i][1]), first.values()),
+            strict=True,
+        )
+    )
+    for index, (entry, data) in enumerate(files):
+        if index not in done:
+            done[index] = registry.register(entry.name, data)
+    return [done[index] for index in range(len(files))]
+
+
+# Threads that read and store a tick's files: each file is a few small writes, mostly waits.
+INTAKE_THREADS = 8
 
 
 def _refusal(file_name: str, reason: RefusalReason, message: str) -> Refusal:

@@ -20,7 +20,8 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +102,74 @@ class IntakePlan:
     deferred: tuple[InboxEntry, ...]  # ready but over this tick's cap
     refused: tuple[Refusal, ...]  # new entries that will not become documents
     cursor: IntakeCursor = field(default_factory=IntakeCursor)
+
+
+def plan_tick(
+    inbox: Path,
+    cursor: IntakeCursor,
+    settle_seconds: float,
+    max_files: int,
+    watch_seconds: float = 0.0,
+    clock: Callable[[], int] = time.time_ns,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IntakePlan:
+    """`plan_intake` over the inbox, for one sensor tick.
+
+    A tick that finds nothing new watches the folder for up to `watch_seconds` (one `stat` of it
+    every WATCH_POLL_SECONDS: a file renamed or created in it changes its mtime) and plans again
+    when it changes, so a file dropped between ticks is not left for the next one. Files still
+    settling are waited for, once, until the youngest has settled (at most `settle_seconds`),
+    rather than left to the next tick a whole sensor interval later; one still changing after
+    that waits for the next tick as before, as does one that would settle only after
+    SETTLE_WAIT_MAX_SECONDS (a long settle time must not hold a tick that long).
+    """
+    deadline_ns = clock() + int(watch_seconds * 1e9)
+    plan = _plan_now(inbox, cursor, settle_seconds, max_files, clock)
+    seen = _folder_version(inbox)
+    while not _anything_new(plan) and clock() < deadline_ns:
+        sleep(WATCH_POLL_SECONDS)
+        if (version := _folder_version(inbox)) != seen:
+            seen = version
+            plan = _plan_now(inbox, cursor, settle_seconds, max_files, clock)
+    if not plan.growing:
+        return plan
+    now_ns = clock()
+    youngest_ns = max(entry.changed_ns for entry in plan.growing)
+    wait = (youngest_ns + settle_seconds * 1e9 - now_ns) / 1e9
+    if wait > SETTLE_WAIT_MAX_SECONDS:
+        return plan
+    sleep(max(wait, 0.0) + SETTLE_MARGIN_SECONDS)
+    return _plan_now(inbox, cursor, settle_seconds, max_files, clock)
+
+
+def _plan_now(
+    inbox: Path,
+    cursor: IntakeCursor,
+    settle_seconds: float,
+    max_files: int,
+    clock: Callable[[], int],
+) -> IntakePlan:
+    now_ns = clock()  # before listing: see plan_intake
+    return plan_intake(scan_inbox(inbox), cursor, now_ns, settle_seconds, max_files)
+
+
+def _anything_new(plan: IntakePlan) -> bool:
+    return bool(plan.ready or plan.growing or plan.deferred or plan.refused)
+
+
+def _folder_version(inbox: Path) -> int | None:
+    try:
+        return os.stat(inbox).st_mtime_ns
+    except OSError:
+        return None
+
+
+# The watch looks at the folder's mtime this often: a stat call, nothing when idle.
+WATCH_POLL_SECONDS = 0.2
+# A tick waits for settling files only if they settle within this long.
+SETTLE_WAIT_MAX_SECONDS = 2.0
+# A file settled by the clock is looked at a little after, so it is past `settle_seconds`.
+SETTLE_MARGIN_SECONDS = 0.05
 
 
 def scan_inbox(inbox: Path) -> list[InboxEntry]:

@@ -13,6 +13,7 @@ from extraction_pipeline.core.intake.inbox import (
     InboxFileRefused,
     IntakeCursor,
     plan_intake,
+    plan_tick,
     read_inbox_file,
     scan_inbox,
 )
@@ -347,3 +348,82 @@ def test_read_of_a_file_without_read_permission_raises_permission_error(tmp_path
     (tmp_path / "a.pdf").chmod(0)
     with pytest.raises(PermissionError):
         read_inbox_file(tmp_path, listed(tmp_path, "a.pdf"), 10)
+
+
+class TickClock:
+    """Wall time that moves only when the tick sleeps (so files made now have real ctimes);
+    `on_sleep` runs after each sleep, as the world would change meanwhile."""
+
+    def __init__(self, on_sleep=None) -> None:
+        self.offset_ns = 0
+        self.sleeps: list[float] = []
+        self.on_sleep = on_sleep
+
+    def clock(self) -> int:
+        return time.time_ns() + self.offset_ns
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.offset_ns += int(seconds * 1e9)
+        if self.on_sleep is not None:
+            self.on_sleep(len(self.sleeps))
+
+
+def tick(inbox: Path, fake: TickClock, watch: float = 0.0, settle: float = 1.0):
+    return plan_tick(
+        inbox, EMPTY, settle, 100, watch_seconds=watch, clock=fake.clock, sleep=fake.sleep
+    )
+
+
+def test_a_tick_waits_for_files_still_settling_instead_of_leaving_them(tmp_path: Path) -> None:
+    (tmp_path / "a.pdf").write_bytes(good_pdf())
+    fake = TickClock()
+    result = tick(tmp_path, fake)
+    assert names(result.ready) == ["a.pdf"] and not result.growing
+    assert len(fake.sleeps) == 1 and 1.0 < fake.sleeps[0] <= 1.1  # once, about `settle`
+
+
+def test_a_file_still_changing_after_the_wait_is_left_for_the_next_tick(tmp_path: Path) -> None:
+    path = tmp_path / "a.pdf"
+    path.write_bytes(b"%PDF-1.7 partial")
+
+    def append(_: int) -> None:
+        with path.open("ab") as stream:
+            stream.write(b" more")
+        os.utime(path, ns=(fake.clock(), fake.clock()))  # changed now, on the tick's clock
+
+    fake = TickClock(on_sleep=append)
+    result = tick(tmp_path, fake)
+    assert names(result.growing) == ["a.pdf"] and not result.ready
+    assert len(fake.sleeps) == 1
+
+
+def test_a_tick_with_nothing_new_watches_the_folder_and_takes_what_arrives(
+    tmp_path: Path,
+) -> None:
+    def drop(sleeps: int) -> None:
+        if sleeps == 3:
+            (tmp_path / "late.pdf").write_bytes(good_pdf())
+            os.utime(tmp_path / "late.pdf", ns=(fake.clock(), fake.clock()))
+
+    fake = TickClock(on_sleep=drop)
+    result = tick(tmp_path, fake, watch=3.0)
+    assert names(result.ready) == ["late.pdf"]
+    assert fake.sleeps[:3] == [0.2, 0.2, 0.2] and 1.0 < fake.sleeps[3] <= 1.1
+
+
+def test_the_watch_ends_after_its_time_and_is_off_at_zero(tmp_path: Path) -> None:
+    fake = TickClock()
+    result = tick(tmp_path, fake, watch=3.0)
+    assert not result.ready and not result.growing
+    assert sum(fake.sleeps) == pytest.approx(3.0, abs=0.21)
+    fake = TickClock()
+    assert not tick(tmp_path, fake, watch=0.0).ready
+    assert fake.sleeps == []
+
+
+def test_a_long_settle_time_does_not_hold_the_tick(tmp_path: Path) -> None:
+    (tmp_path / "a.pdf").write_bytes(good_pdf())
+    fake = TickClock()
+    result = tick(tmp_path, fake, settle=30.0)
+    assert names(result.growing) == ["a.pdf"] and fake.sleeps == []  # left for a later tick
