@@ -275,6 +275,20 @@ def print_table(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str]
             print("-" * min(100, sum(widths) + 3 * len(widths)))
 
 
+def shipped_storage(url: str) -> dict[str, Any]:
+    """Instance overrides: the storage sections of the shipped dagster.yaml (the project's
+    pooled event-log storage, not dagster-postgres' stock one), pointed at `url`."""
+    import yaml
+
+    from extraction_pipeline.cli.launcher import INSTANCE_TEMPLATE
+
+    config = yaml.safe_load(INSTANCE_TEMPLATE.read_text())
+    sections = {}
+    for name in ("run_storage", "event_log_storage", "schedule_storage"):
+        sections[name] = {**config[name], "config": {"postgres_url": url}}
+    return sections
+
+
 def write_results(name: str, figures: dict[str, Any], settings: dict[str, Any]) -> Path:
     """benchmarks/results/<name>.json (or under $BENCHMARK_RESULTS_DIR): the figures, the
     settings used and the machine."""

@@ -109,6 +109,11 @@ class RunningPipeline:
             return 0
         return sum(1 for status in table.column("status").to_pylist() if status in DONE_STATUSES)
 
+    def table_keys(self, name: str) -> list[str]:
+        """The document keys of a table's rows (one per row)."""
+        table = read_table(self.data_dir, name, ["document_key"])
+        return [] if table is None else table.column("document_key").to_pylist()
+
     def materialized(self) -> int:
         return len(self.instance.get_materialized_partitions(EXTRACTION))
 
@@ -158,7 +163,15 @@ class RunningPipeline:
             return None if moment is None else round(moment - since, 2)
 
         all_runs = len(self.instance.get_run_ids())
+        runs = sorted(
+            (after(r.create_timestamp.timestamp()), after(r.start_time), after(r.end_time))
+            for r in records
+        )
+        first = min(records, key=lambda r: r.create_timestamp, default=None)
         return {
+            "first_run_stages_s": self.run_stages(first.dagster_run.run_id, since) if first else {},
+            "intake_runs_created_started_ended_s": runs,
+            "inbox_sensor_ticks_s": self.sensor_ticks("inbox_sensor", since),
             "intake_runs": len(records),
             "other_runs (tables, ...)": all_runs - len(records),
             "first_run_created_s": after(min(created, default=None)),
@@ -167,6 +180,41 @@ class RunningPipeline:
             "last_extraction_s": after(extractions[0].timestamp if extractions else None),
             "last_tables_refresh_s": after(tables[0].timestamp if tables else None),
         }
+
+    def run_stages(self, run_id: str, since: float) -> dict[str, float]:
+        """Seconds after `since` of the first event of each kind in the run's start-up."""
+        stages: dict[str, float] = {}
+        wanted = {
+            dg.DagsterEventType.RUN_ENQUEUED: "enqueued",
+            dg.DagsterEventType.RUN_DEQUEUED: "dequeued",
+            dg.DagsterEventType.RUN_STARTING: "launching",
+            dg.DagsterEventType.RUN_START: "started",
+            dg.DagsterEventType.STEP_START: "step started",
+            dg.DagsterEventType.ASSET_MATERIALIZATION: "first materialisation",
+        }
+        for entry in self.instance.all_logs(run_id, of_type=set(wanted)):
+            name = wanted[entry.dagster_event.event_type]  # type: ignore[union-attr]
+            stages.setdefault(name, round(entry.timestamp - since, 2))
+        return stages
+
+    def sensor_ticks(self, name: str, since: float) -> list[tuple[float, float | None, int]]:
+        """(start, end, runs requested) of the sensor's ticks after `since`, in seconds."""
+        ticks = []
+        for state in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            if state.instigator_name != name:
+                continue
+            for tick in self.instance.get_ticks(state.instigator_origin_id, state.selector_id):
+                end = tick.end_timestamp
+                if end is not None and end < since:
+                    continue
+                ticks.append(
+                    (
+                        round(tick.timestamp - since, 2),
+                        None if end is None else round(end - since, 2),
+                        len(tick.run_ids),
+                    )
+                )
+        return sorted(ticks)
 
 
 def sensors_that_ticked(instance: dg.DagsterInstance) -> set[str]:

@@ -1,14 +1,14 @@
 """Overhead: CPU the pipeline's processes spend per document, and where it goes.
 
-1. The full pipeline as in throughput.py (b): CPU of the daemon and every process it starts
-   (code server, run workers; not the simulator, not Postgres) from the moment the idle
-   pipeline is up until the tables hold all N documents, divided by N. Target <= 25 ms/doc.
-   Postgres server CPU in the same window is printed apart (server-wide: on a shared server
-   other clients' load is included).
-2. In-process breakdown over M documents (no daemon): read_pdf; the model client
-   (core.agent.extract_many against the simulator); Dagster (intake_job.execute_in_process of
-   one ranged run minus the same work through core.extraction without Dagster); the table
-   refresh (core.tables.refresh_tables in batches).
+1. The full pipeline as in throughput.py (b), shipped configuration (dagster.yaml, defaults):
+   CPU per document of the daemon and every process it starts (code server, run workers) and
+   of the Postgres server, from the moment the idle pipeline is up until the tables hold all N
+   documents; the headline is the sum of all of them (aim: < 60 ms/doc). Postgres is measured
+   server-wide: on a shared server other clients' load is included. The simulator is not.
+2. In-process breakdown over M documents (no daemon), on the shipped storage classes:
+   read_pdf; the model client (core.agent.extract_many against the simulator); Dagster
+   (intake_job.execute_in_process of one ranged run minus the same work through
+   core.extraction without Dagster); the table refresh (core.tables.refresh_tables).
 
     .venv/bin/python benchmarks/overhead.py            # N=1000, M=200
     .venv/bin/python benchmarks/overhead.py --quick    # N=48, M=24
@@ -36,6 +36,7 @@ from common import (
     postmaster_pid,
     print_table,
     scratch_dir,
+    shipped_storage,
     start_simulator,
     write_results,
 )
@@ -60,6 +61,7 @@ from extraction_pipeline.definitions import build_definitions
 from extraction_pipeline.instance.names import RANGE_END_TAG, RANGE_START_TAG
 
 REFRESH_BATCH = 25
+AIM_MS_PER_DOC = 60  # issue 12: all processes, Postgres included
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -169,21 +171,22 @@ def breakdown(
     # ... and through Dagster: one ranged intake_job run, in process, on a fresh database.
     os.environ["OPENAI_API_KEY"] = API_KEY
     register_all(settings.data_dir, paths)
-    with fresh_database(server_url, "bench_overhead") as pg_url:
-        overrides = {"storage": {"postgres": {"postgres_url": pg_url}}}
-        with dg.instance_for_test(overrides=overrides) as instance:
-            instance.add_dynamic_partitions("documents", keys)
-            job_def = build_definitions(settings).resolve_job_def("intake_job")
-            figures["dagster_intake_run"] = {}
-            with clock.measure(figures["dagster_intake_run"]):
-                result = job_def.execute_in_process(
-                    instance=instance,
-                    tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
-                    run_config=QUIET,
-                    raise_on_error=False,
-                )
-            assert result.success, "the in-process intake run failed"
-            events = len(instance.get_records_for_run(result.run_id, limit=100_000).records)
+    with (
+        fresh_database(server_url, "bench_overhead") as pg_url,
+        dg.instance_for_test(overrides=shipped_storage(pg_url)) as instance,
+    ):
+        instance.add_dynamic_partitions("documents", keys)
+        job_def = build_definitions(settings).resolve_job_def("intake_job")
+        figures["dagster_intake_run"] = {}
+        with clock.measure(figures["dagster_intake_run"]):
+            result = job_def.execute_in_process(
+                instance=instance,
+                tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+                run_config=QUIET,
+                raise_on_error=False,
+            )
+        assert result.success, "the in-process intake run failed"
+        events = len(instance.get_records_for_run(result.run_id, limit=100_000).records)
     figures["dagster_intake_run"]["events"] = events
 
     outcomes_stored = [o for o in (job.records.load(k) for k in keys) if o is not None]
@@ -241,8 +244,16 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     if pipeline:
+        postgres_ms = pipeline.get("postgres_cpu_ms_per_doc")
+        pipeline["all_processes_cpu_ms_per_doc"] = (
+            round(pipeline["pipeline_cpu_ms_per_doc"] + postgres_ms, 1) if postgres_ms else None
+        )
         rows += [
-            ("pipeline processes, total (target <= 25)", pipeline["pipeline_cpu_ms_per_doc"]),
+            (
+                f"all processes incl. Postgres (aim < {AIM_MS_PER_DOC})",
+                pipeline["all_processes_cpu_ms_per_doc"] or "n/a (remote Postgres)",
+            ),
+            ("pipeline processes", pipeline["pipeline_cpu_ms_per_doc"]),
             *[
                 (f"  {role}", round(1000 * s / args.documents, 1))
                 for role, s in pipeline["pipeline_cpu_s_by_role"].items()
@@ -277,13 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     dagster_ms = parts["dagster_only"]["cpu_ms_per_doc"]
     client_ms = parts["model_client"]["cpu_ms_per_doc"]
     if pipeline:
+        headline = pipeline["all_processes_cpu_ms_per_doc"] or pipeline["pipeline_cpu_ms_per_doc"]
         print(
-            f"\nratio pipeline CPU / target: {pipeline['pipeline_cpu_ms_per_doc'] / 25:.2f}; "
+            f"\nratio CPU per document / aim: {headline / AIM_MS_PER_DOC:.2f}; "
             f"Dagster events / model client CPU: {dagster_ms / client_ms:.2f}"
         )
     write_results(
         "overhead",
         {
+            "all_processes_cpu_ms_per_doc": pipeline.get("all_processes_cpu_ms_per_doc"),
             "pipeline_cpu_ms_per_doc": pipeline.get("pipeline_cpu_ms_per_doc"),
             "pipeline": pipeline,
             "breakdown": parts,

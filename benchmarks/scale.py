@@ -8,8 +8,9 @@ refresh, peak memory and event-log growth, on a real Postgres instance.
     build_sensor_context on that instance and cursor (EXTRACTION_SENSOR_MAX_FILES=1000), and
     what the daemon then does with its result (has_dynamic_partition per key, one
     add_dynamic_partitions);
-(c) `nightly_intake` (and `retry_failed`) evaluated with build_schedule_context while the N
-    documents are materialised (runless materialisations written in bulk) and 1,000 are not;
+(c) `nightly_intake` (and `retry_failed`) evaluated with build_schedule_context on the event
+    log a deployment would hold (`stage_event_history`: 4 events per document, 2% failed first,
+    half of those still failed, with 1-3 attempts each) while 1,000 documents are unextracted;
 (d) core.tables.refresh_tables of 1,000 new outcomes into tables already holding N rows;
 (e) peak RSS of every process (each stage runs in its own process, like the code server or a
     run worker would; Postgres when it runs on this machine);
@@ -53,6 +54,45 @@ from meter import ProcessTreeMeter
 NEW_FILES = 1_000
 CHUNK = 1_000
 RUN_DOCUMENTS = 200
+FAILED_SHARE = 0.02  # of documents whose first attempt failed, in the event history
+INVOICE = {
+    "invoice_number": "INV-SC-000000",
+    "invoice_date": "2026-03-01",
+    "due_date": "2026-03-31",
+    "vendor_name": "Acme Tools GmbH",
+    "customer_name": "Globex Corporation",
+    "currency": "EUR",
+    "subtotal": 120.0,
+    "tax": 22.8,
+    "total": 142.8,
+    "line_items": [
+        {"description": "Steel bolts M8", "quantity": 4, "unit_price": 12.5, "amount": 50},
+        {"description": "Pallet transport", "quantity": 1, "unit_price": 70, "amount": 70},
+    ],
+}
+
+
+def _call_summary() -> Any:
+    from extraction_pipeline.core.extraction.records import CallSummary
+
+    return CallSummary(
+        model="gpt-4.1-mini",
+        api_mode="responses",
+        input_mode="text",
+        attempts=1,
+        input_tokens=900,
+        cached_input_tokens=0,
+        output_tokens=180,
+        cost_usd=0.00065,
+        latency_seconds=1.0,
+        request_id="req_1",
+        prompt_version="v1",
+        schema_name="Invoice",
+        schema_fingerprint="f" * 16,
+        repaired=False,
+    )
+
+
 PLACEHOLDER = b"INV-SC-000000"
 GIB = 1024**3
 
@@ -222,40 +262,126 @@ def stage_sensor_tick(ctx: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stage_fake_materialisations(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Runless `extraction` materialisations of the first N - 1,000 documents, in batches: the
-    last 1,000 registered an hour ago and the 1,000 the sensor just took stay unextracted."""
+def stage_event_history(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The event log a deployment would hold for the first N - 1,000 documents, written in
+    bulk: per document the two planned events of its run and the `source_document` and
+    `extraction` materialisations with the product's outcome metadata; FAILED_SHARE of them
+    failed first (a retryable failure observation per attempt, 1-3 attempts), and of those half
+    were extracted on a later attempt and half are still failed, so the retry schedule has
+    something to look at. The last 1,000 registered an hour ago and the 1,000 the sensor just
+    took stay unextracted."""
     import dagster as dg
-    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+    from dagster._core.events import (
+        AssetMaterializationPlannedData,
+        AssetObservationData,
+        DagsterEvent,
+        DagsterEventType,
+        StepMaterializationData,
+    )
     from dagster._core.events.log import EventLogEntry
-    from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+
+    from extraction_pipeline.core.extraction.records import ExtractionRecord
+    from extraction_pipeline.instance.outcomes import outcome_metadata
+
+    call = _call_summary()
+    now = datetime.now(UTC)
+
+    def entry(run_id: str, event_type: Any, data: Any) -> EventLogEntry:
+        return EventLogEntry(
+            user_message="",
+            level=20,
+            job_name="intake_job",
+            run_id=run_id,
+            error_info=None,
+            timestamp=time.time(),
+            dagster_event=DagsterEvent(
+                event_type_value=event_type.value,
+                event_specific_data=data,
+                job_name="intake_job",
+            ),
+        )
+
+    def events_of(index: int, key: str, run_id: str) -> list[EventLogEntry]:
+        events = [
+            entry(
+                run_id,
+                DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+                AssetMaterializationPlannedData(dg.AssetKey(asset), partition=key),
+            )
+            for asset in ("source_document", "extraction")
+        ]
+        events.append(
+            entry(
+                run_id,
+                DagsterEventType.ASSET_MATERIALIZATION,
+                StepMaterializationData(
+                    dg.AssetMaterialization("source_document", partition=key, metadata={"pages": 1})
+                ),
+            )
+        )
+        base = {"document_key": key, "file_name": f"{key}.pdf", "sha256": "0" * 64}
+        failed_attempts = (index % 3) + 1 if index % round(1 / FAILED_SHARE) == 0 else 0
+        for attempt in range(failed_attempts):
+            failure = ExtractionRecord(
+                **base,
+                pages=1,
+                status="failed",
+                call=call,
+                error_kind="server_error",
+                error_message="server_error: 503 from the model",
+                retryable=True,
+                extracted_at=now,
+                run_id=f"{run_id}-{attempt}",
+            )
+            observation = dg.AssetObservation(
+                "extraction", partition=key, metadata=outcome_metadata(failure)
+            )
+            events.append(
+                entry(
+                    run_id,
+                    DagsterEventType.ASSET_OBSERVATION,
+                    AssetObservationData(observation),
+                )
+            )
+        if failed_attempts and index % 2 == 0:
+            return events  # still failed
+        success = ExtractionRecord(
+            **base, pages=1, status="extracted", record=INVOICE, call=call, extracted_at=now
+        )
+        materialization = dg.AssetMaterialization(
+            "extraction", partition=key, metadata=outcome_metadata(success)
+        )
+        events.append(
+            entry(
+                run_id,
+                DagsterEventType.ASSET_MATERIALIZATION,
+                StepMaterializationData(materialization),
+            )
+        )
+        return events
 
     with _instance(ctx) as instance:
         keys = instance.get_dynamic_partitions("documents")[: ctx["documents"] - NEW_FILES]
         began = time.perf_counter()
-        for start in range(0, len(keys), CHUNK):
+        written = 0
+        for start in range(0, len(keys), RUN_DOCUMENTS):
+            run_id = f"scale-run-{start // RUN_DOCUMENTS:06d}"
             entries = [
-                EventLogEntry(
-                    user_message="",
-                    level=20,
-                    job_name=RUNLESS_JOB_NAME,
-                    run_id=RUNLESS_RUN_ID,
-                    error_info=None,
-                    timestamp=time.time(),
-                    dagster_event=DagsterEvent(
-                        event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
-                        event_specific_data=StepMaterializationData(
-                            dg.AssetMaterialization(asset_key="extraction", partition=key)
-                        ),
-                        job_name=RUNLESS_JOB_NAME,
-                    ),
-                )
-                for key in keys[start : start + CHUNK]
+                event
+                for index, key in enumerate(keys[start : start + RUN_DOCUMENTS], start)
+                for event in events_of(index, key, run_id)
             ]
             instance.event_log_storage.store_event_batch(entries)
+            written += len(entries)
         seconds = time.perf_counter() - began
         materialized = len(instance.get_materialized_partitions(dg.AssetKey("extraction")))
-    return {"materialised": materialized, "write_s": round(seconds, 2), "peak_rss": _peak_rss()}
+    return {
+        "materialised": materialized,
+        "events": written,
+        "events_per_doc": round(written / max(len(keys), 1), 2),
+        "write_s": round(seconds, 2),
+        "peak_rss": _peak_rss(),
+    }
 
 
 def stage_schedule_ticks(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -282,46 +408,17 @@ def stage_schedule_ticks(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_refresh(ctx: dict[str, Any]) -> dict[str, Any]:
-    from extraction_pipeline.core.extraction.records import CallSummary, ExtractionRecord
+    from extraction_pipeline.core.extraction.records import ExtractionRecord
     from extraction_pipeline.core.extraction.schemas import Invoice
     from extraction_pipeline.core.store import LocalObjectStore
     from extraction_pipeline.core.tables.layout import TableSet
     from extraction_pipeline.core.tables.refresh import FeedPosition, refresh_tables
 
-    call = CallSummary(
-        model="gpt-4.1-mini",
-        api_mode="responses",
-        input_mode="text",
-        attempts=1,
-        input_tokens=900,
-        cached_input_tokens=0,
-        output_tokens=180,
-        cost_usd=0.00065,
-        latency_seconds=1.0,
-        request_id="req_1",
-        prompt_version="v1",
-        schema_name="Invoice",
-        schema_fingerprint="f" * 16,
-        repaired=False,
-    )
+    call = _call_summary()
     now = datetime.now(UTC)
 
     def outcome(index: int) -> ExtractionRecord:
-        record = {
-            "invoice_number": f"INV-SC-{index:06d}",
-            "invoice_date": "2026-03-01",
-            "due_date": "2026-03-31",
-            "vendor_name": "Acme Tools GmbH",
-            "customer_name": "Globex Corporation",
-            "currency": "EUR",
-            "subtotal": 120.0,
-            "tax": 22.8,
-            "total": 142.8,
-            "line_items": [
-                {"description": "Steel bolts M8", "quantity": 4, "unit_price": 12.5, "amount": 50},
-                {"description": "Pallet transport", "quantity": 1, "unit_price": 70, "amount": 70},
-            ],
-        }
+        record = {**INVOICE, "invoice_number": f"INV-SC-{index:06d}"}
         return ExtractionRecord(
             document_key=f"scan-{index:06d}-{index:012x}",
             file_name=f"scan {index:06d}.pdf",
@@ -451,9 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         peaks["(b) sensor tick (code server)"] = tick.pop("peak_rss")
         figures["sensor_tick"] = tick
         print(f"(c) schedule ticks with {n - NEW_FILES:,} materialised ...", flush=True)
-        fake = in_fresh_process(stage_fake_materialisations, ctx)
-        peaks["(c) writing materialisations"] = fake.pop("peak_rss")
-        figures["fake_materialisations"] = fake
+        history = in_fresh_process(stage_event_history, ctx)
+        peaks["(c) writing the event history"] = history.pop("peak_rss")
+        figures["event_history"] = history
         schedule = in_fresh_process(stage_schedule_ticks, ctx)
         peaks["(c) schedule ticks (code server)"] = schedule.pop("peak_rss")
         figures["schedule_ticks"] = schedule

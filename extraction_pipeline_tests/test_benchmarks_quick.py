@@ -1,5 +1,6 @@
-"""The benchmark scripts' `--quick` modes still run (so the benchmarks cannot rot): each exits 0
-and writes its JSON figures with the expected keys holding positive numbers.
+"""The benchmark scripts' `--quick` modes still run (so the benchmarks cannot rot): each exits 0,
+writes its JSON figures with the expected keys holding positive numbers, and its figures obey
+what makes them meaningful (every document extracted once, the cap held, equal tables).
 
 The three that start a real dagster-daemon take about a minute each on a 2-core machine and are
 marked `benchmark`; `pytest -m "not benchmark"` leaves them out.
@@ -33,6 +34,8 @@ CASES = [
             "sensor_tick.daemon_has_partition_x1000_s",
             "schedule_ticks.nightly_intake_tick_s",
             "schedule_ticks.nightly_intake_run_requests",
+            "schedule_ticks.retry_failed_run_requests",
+            "event_history.events_per_doc",
             "refresh.refresh_1000_new_s",
             "event_log.event_log_bytes_per_doc",
             "event_log.event_log_rows_per_doc",
@@ -99,6 +102,26 @@ def figure(figures: dict, dotted: str) -> object:
     return value
 
 
+def invariants(name: str, figures: dict, parameters: dict) -> None:
+    """The benchmark's own checks, and what they rest on."""
+    if name == "throughput":
+        assert figures["self_checks"] and all(figures["self_checks"].values())
+        n, cap = parameters["documents"], parameters["concurrency"]
+        for side in ("plain", "pipeline"):
+            assert figures[side]["model_calls"] == n, side
+            assert figures[side]["peak_in_flight"] <= cap, side
+        assert figures["pipeline"]["invoices_distinct_keys"] == n
+        assert figures["pipeline"]["documents_rows"] == n
+    elif name == "scale":
+        # The schedules looked at a deployment's event log: about 4 events per document, and
+        # failures still waiting, which the retry schedule takes.
+        assert 4.0 <= figures["event_history"]["events_per_doc"] <= 4.2
+        assert figures["schedule_ticks"]["retry_failed_run_requests"] >= 1
+    elif name == "batch":
+        assert figures["invoice_tables_equal"] is True
+        assert 0.45 <= figures["cost_ratio_batch_over_online"] <= 0.55
+
+
 @pytest.mark.parametrize(("name", "keys", "timeout"), CASES)
 def test_quick_mode_runs_and_writes_its_figures(
     name: str, keys: list[str], timeout: int, tmp_path: Path
@@ -118,3 +141,4 @@ def test_quick_mode_runs_and_writes_its_figures(
     for key in keys:
         value = figure(result["figures"], key)
         assert isinstance(value, int | float) and value > 0, f"{key} = {value!r}"
+    invariants(name, result["figures"], result["settings"])
