@@ -22,7 +22,7 @@ import dagster as dg
 import psycopg2
 import psycopg2.extensions
 
-from extraction_pipeline.core.model.ratelimit import WINDOW_SECONDS
+from extraction_pipeline.core.model.ratelimit import WINDOW_SECONDS, LimitsUnavailable
 from extraction_pipeline.instance.postgres import libpq_dsn
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,12 @@ class PostgresLimits:
         return int(row[0])
 
     def release_slot(self, slot: int) -> None:
+        if slot not in self._held:
+            return  # taken in a session that has ended since: its locks went with it
         self._held.discard(slot)
         try:
             self._query("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, slot))
-        except psycopg2.Error as error:  # the session is gone, and its locks with it
+        except (psycopg2.Error, LimitsUnavailable) as error:  # the session is gone, locks too
             log.warning("could not release model slot %s (%s)", slot, type(error).__name__)
 
     def admit(self, tokens: int, rpm: int | None, tpm: int | None) -> tuple[float, int | None]:
@@ -86,7 +88,7 @@ class PostgresLimits:
                 f"UPDATE {WINDOW_TABLE} SET tokens = %s WHERE id = %s RETURNING id",
                 (tokens, ticket),
             )
-        except psycopg2.Error as error:  # the estimate stays: the window errs on the safe side
+        except (psycopg2.Error, LimitsUnavailable) as error:  # the estimate stays (safe side)
             log.warning("could not record the tokens of a request (%s)", type(error).__name__)
 
     def close(self) -> None:
@@ -174,22 +176,30 @@ class PostgresLimits:
         return self._with_connection(run)
 
     def _with_connection(self, work: Callable[[Any], T]) -> T:
-        """Run `work` on the connection, connecting (once more) if there is none or it broke.
-        A new session holds no slot: calls still in flight on the old one are uncounted until
-        they end, which errs towards the cap only for the moment of a database restart."""
+        """Run `work` on the connection, connecting again if there is none or it broke; raise
+        `LimitsUnavailable` when the server cannot be reached (the limiter waits and asks
+        again). A new session holds no slot: calls still in flight on the old one are uncounted
+        until they end, which errs past the cap only for the moment of a database restart."""
         for attempt in (1, 2):
-            if self._connection is None:
-                self._connection = psycopg2.connect(self._dsn)
-                self._connection.autocommit = True
             try:
+                if self._connection is None:
+                    self._connection = psycopg2.connect(self._dsn)
+                    self._connection.autocommit = True
                 with self._connection.cursor() as cursor:
                     return work(cursor)
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                if attempt == 2 or not self._connection_broken():
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                if not self._connection_broken() and self._connection is not None:
                     raise
-                self._connection = None
-                self._held.clear()  # the old session's locks went with it
+                self._forget_session()
+                if attempt == 2:
+                    raise LimitsUnavailable(type(error).__name__) from error
         raise AssertionError("unreachable")
+
+    def _forget_session(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._connection = None
+        self._held.clear()  # the old session's locks went with it
 
     def _connection_broken(self) -> bool:
         return self._connection is None or self._connection.closed != 0

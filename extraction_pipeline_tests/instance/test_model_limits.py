@@ -10,6 +10,7 @@ import time
 import dagster as dg
 import pytest
 
+from extraction_pipeline.core.model.ratelimit import LimitsUnavailable
 from extraction_pipeline.instance.model_limits import (
     PostgresLimits,
     deployment_limits,
@@ -91,3 +92,12 @@ def test_an_instance_on_postgres_shares_its_limits(
 @pytest.fixture(autouse=True)
 def _quiet_postgres_warnings(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("ERROR")
+
+
+def test_an_unreachable_server_says_so_instead_of_failing_the_call() -> None:
+    with PostgresLimits("postgresql://nobody@127.0.0.1:1/nothing") as limits:
+        with pytest.raises(LimitsUnavailable):
+            limits.try_slot(2)
+        with pytest.raises(LimitsUnavailable):
+            limits.admit(10, 5, None)
+        limits.release_slot(0)  # nothing held: nothing to do, no error

@@ -23,11 +23,15 @@ the event loop that first uses it (it holds asyncio primitives): share it within
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The provider counts a request per minute from when it *arrives*; a request admitted here
 # arrives a little later, and how much later varies (a process starting its client on a busy
@@ -47,9 +51,14 @@ class _Spend:
         self.tokens = tokens
 
 
+class LimitsUnavailable(Exception):
+    """The shared limits cannot be reached just now (their database is restarting)."""
+
+
 class SharedLimits(Protocol):
     """Slots and a rate window shared by every process of a deployment (see module docstring).
-    Calls are short and synchronous; a process that dies gives its slots back."""
+    Calls are short and synchronous; a process that dies gives its slots back. `try_slot` and
+    `admit` raise `LimitsUnavailable` while the shared store cannot be reached."""
 
     def try_slot(self, capacity: int) -> int | None:
         """Take a free slot of `capacity`, or None when all are taken."""
@@ -130,10 +139,25 @@ class RateLimiter:
     async def _shared_slot(self, shared: SharedLimits, capacity: int) -> int:
         async with self._slot_queue:
             delay = SLOT_POLL_SECONDS[0]
-            while (slot := shared.try_slot(capacity)) is None:
+            while (slot := await self._while_unavailable(shared.try_slot, capacity)) is None:
                 await self._sleep(delay)
                 delay = min(delay * 2, SLOT_POLL_SECONDS[1])
             return slot
+
+    async def _while_unavailable(self, ask: Callable[..., T], *args: Any) -> T:
+        """`ask(*args)`; while the shared limits cannot be reached (a database restart), wait
+        and ask again, for up to UNAVAILABLE_SECONDS: no call starts uncounted meanwhile."""
+        waited, delay = 0.0, 0.5
+        while True:
+            try:
+                return ask(*args)
+            except LimitsUnavailable:
+                if waited >= UNAVAILABLE_SECONDS:
+                    raise
+                log.warning("model limits unavailable; asking again in %.1f s", delay)
+            await self._sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
 
     @property
     def limits_rate(self) -> bool:
@@ -160,7 +184,9 @@ class RateLimiter:
     async def _admit_shared(self, shared: SharedLimits, tokens: int) -> Callable[[int], None]:
         async with self._gate:
             while True:
-                wait, ticket = shared.admit(tokens, self._rpm, self._tpm)
+                wait, ticket = await self._while_unavailable(
+                    shared.admit, tokens, self._rpm, self._tpm
+                )
                 if ticket is not None:
                     return lambda used: shared.record_tokens(ticket, used)
                 # Ask again within a second: other processes' corrections may free room.
@@ -206,3 +232,5 @@ def _ignore(tokens: int) -> None:
 # slot freed elsewhere is taken within tens of milliseconds, and a full deployment is asked at
 # most 20 times a second per process.
 SLOT_POLL_SECONDS = (0.005, 0.05)
+# As long as event writes wait for a restarting database (instance/event_log.py).
+UNAVAILABLE_SECONDS = 120.0

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from extraction_pipeline.core.model.ratelimit import WINDOW_SECONDS, RateLimiter
+from extraction_pipeline.core.model.ratelimit import WINDOW_SECONDS, LimitsUnavailable, RateLimiter
 
 
 class FakeTime:
@@ -245,3 +245,23 @@ def test_the_shared_window_admits_and_takes_the_real_token_count() -> None:
     asyncio.run(scenario())
     assert shared.window == [(0, 7), (1, 7)]
     assert fake.sleeps == [1.0, 1.0, 1.0]  # asks again within a second, not after 30 s
+
+
+def test_while_the_shared_limits_are_unreachable_calls_wait_and_then_go() -> None:
+    """A database restart: no call starts uncounted; they wait, then take their slot."""
+    fake, shared = FakeTime(), FakeShared()
+    outages = iter([True, True, False])
+
+    def try_slot(capacity: int) -> int | None:
+        if next(outages, False):
+            raise LimitsUnavailable("OperationalError")
+        return FakeShared.try_slot(shared, capacity)
+
+    shared.try_slot = try_slot  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        rl = RateLimiter(max_concurrency=2, shared=shared, clock=fake.clock, sleep=fake.sleep)
+        await take(rl)
+
+    asyncio.run(scenario())
+    assert fake.sleeps == [0.5, 1.0] and shared.taken == set()
