@@ -11,7 +11,7 @@ may not be read, and files over the byte limit (refused unread, so no file can e
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -109,44 +109,45 @@ def take_documents(
     growing: list[str] = [display_name(entry.name) for entry in plan.growing]
     retrying: list[tuple[str, str]] = []
     held: set[str] = set()
-    readable: list[tuple[InboxEntry, bytes]] = []
     with ThreadPoolExecutor(INTAKE_THREADS, thread_name_prefix="intake") as pool:
-        reads = pool.map(lambda entry: _read(read, inbox, entry, limits.max_bytes), plan.ready)
-        for entry, data in zip(plan.ready, reads, strict=True):
-            name = display_name(entry.name)
-            if isinstance(data, bytes):
-                readable.append((entry, data))
-            elif isinstance(data, FileNotFoundError):
-                vanished.append(name)
-            elif isinstance(data, InboxFileChanged):
-                log.info("%s: %s; taken on a later tick", name, data)
-                growing.append(name)
-                held.add(entry.name)
-            elif isinstance(data, InboxFileRefused):
-                refused.append(_refusal(name, data.reason, str(data)))
-            elif isinstance(data, PermissionError):
-                message = f"the file may not be read ({data.strerror}); fix its permissions"
-                refused.append(_refusal(name, RefusalReason.PERMISSION_DENIED, message))
-            else:  # any other OSError: a passing reason, perhaps
-                retrying.append((name, f"{type(data).__name__}: {data.strerror or data}"))
-                held.add(entry.name)
-        registrations = _register_all(pool, registry, readable)
-    for (entry, data), registration in zip(readable, registrations, strict=True):
-        name = display_name(entry.name)
-        key = registration.record.document_key
-        if registration.outcome is RegistrationOutcome.NEW:
-            try:
-                check_pdf(data, limits)
-            except UnreadablePdf as error:
-                unreadable.append((key, f"{type(error).__name__}: {error}"))
-            else:
-                new.append(key)
-        elif registration.outcome is RegistrationOutcome.DUPLICATE_CONTENT:
-            duplicates.append((name, key))
-        elif key in {*new, *restored, *(k for k, _ in unreadable)} or partition_exists(key):
-            known.append(name)
-        else:
-            restored.append(key)
+        for chunk in _chunks(plan.ready):
+            readable: list[tuple[InboxEntry, bytes]] = []
+            reads = pool.map(lambda entry: _read(read, inbox, entry, limits.max_bytes), chunk)
+            for entry, data in zip(chunk, reads, strict=True):
+                name = display_name(entry.name)
+                if isinstance(data, bytes):
+                    readable.append((entry, data))
+                elif isinstance(data, FileNotFoundError):
+                    vanished.append(name)
+                elif isinstance(data, InboxFileChanged):
+                    log.info("%s: %s; taken on a later tick", name, data)
+                    growing.append(name)
+                    held.add(entry.name)
+                elif isinstance(data, InboxFileRefused):
+                    refused.append(_refusal(name, data.reason, str(data)))
+                elif isinstance(data, PermissionError):
+                    message = f"the file may not be read ({data.strerror}); fix its permissions"
+                    refused.append(_refusal(name, RefusalReason.PERMISSION_DENIED, message))
+                else:  # any other OSError: a passing reason, perhaps
+                    retrying.append((name, f"{type(data).__name__}: {data.strerror or data}"))
+                    held.add(entry.name)
+            registrations = _register_all(pool, registry, readable)
+            for (entry, data), registration in zip(readable, registrations, strict=True):
+                name = display_name(entry.name)
+                key = registration.record.document_key
+                if registration.outcome is RegistrationOutcome.NEW:
+                    try:
+                        check_pdf(data, limits)
+                    except UnreadablePdf as error:
+                        unreadable.append((key, f"{type(error).__name__}: {error}"))
+                    else:
+                        new.append(key)
+                elif registration.outcome is RegistrationOutcome.DUPLICATE_CONTENT:
+                    duplicates.append((name, key))
+                elif key in {*new, *restored, *(k for k, _ in unreadable)} or partition_exists(key):
+                    known.append(name)
+                else:
+                    restored.append(key)
     for refusal in refused:
         registry.refuse(refusal)
     return IntakeDecision(
@@ -197,8 +198,24 @@ def _register_all(
     return [done[index] for index in range(len(files))]
 
 
-# Threads that read and store a tick's files: each file is a few small writes, mostly waits.
+def _chunks(entries: tuple[InboxEntry, ...]) -> Iterator[list[InboxEntry]]:
+    """`entries` in order, a few at a time: at most INTAKE_THREADS files and CHUNK_BYTES (by
+    their listed size; a larger file goes alone), so a tick holds only that much in memory."""
+    chunk: list[InboxEntry] = []
+    size = 0
+    for entry in entries:
+        if chunk and (len(chunk) == INTAKE_THREADS or size + entry.size_bytes > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += entry.size_bytes
+    if chunk:
+        yield chunk
+
+
+# Files read and stored at once: each is a few small writes, mostly waiting for the disk.
 INTAKE_THREADS = 8
+CHUNK_BYTES = 64 * 1024 * 1024
 
 
 def _refusal(file_name: str, reason: RefusalReason, message: str) -> Refusal:

@@ -159,10 +159,6 @@ class RateLimiter:
             waited += delay
             delay = min(delay * 2, 5.0)
 
-    @property
-    def limits_rate(self) -> bool:
-        return self._rpm is not None or self._tpm is not None
-
     def window_usage(self) -> tuple[int, int]:
         """(requests, tokens) started within this process's window."""
         self._prune(self._clock())

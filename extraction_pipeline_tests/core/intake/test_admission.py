@@ -237,3 +237,24 @@ def test_a_file_that_grew_after_the_listing_is_taken_whole_later(tmp_path: Path)
     (key,) = second.new_keys
     record = registry.get(key)
     assert record is not None and registry.original(record) == data
+
+
+def test_a_tick_holds_a_few_files_in_memory_at_a_time() -> None:
+    """Files are read and stored a chunk at a time (8 files, 64 MiB by listed size; a larger
+    file alone), in order, so 1,000 large PDFs never sit in memory together."""
+    from extraction_pipeline.core.intake.admission import CHUNK_BYTES, INTAKE_THREADS, _chunks
+    from extraction_pipeline.core.intake.inbox import InboxEntry
+
+    def entries(*sizes: int) -> tuple[InboxEntry, ...]:
+        return tuple(InboxEntry(f"{i}.pdf", size, 0, 0) for i, size in enumerate(sizes))
+
+    small = entries(*[1000] * 20)
+    assert [len(c) for c in _chunks(small)] == [INTAKE_THREADS, INTAKE_THREADS, 4]
+    big = CHUNK_BYTES // 2 + 1
+    mixed = entries(10, big, big, CHUNK_BYTES * 2, 10)
+    assert [[e.name for e in c] for c in _chunks(mixed)] == [
+        ["0.pdf", "1.pdf"],
+        ["2.pdf"],
+        ["3.pdf"],
+        ["4.pdf"],
+    ]
