@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import multiprocessing
 import os
+import pstats
 import resource
 import sys
 import time
@@ -104,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--pg-url", default=None)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--profile", action="store_true", help="print a cProfile summary of each schedule tick"
+    )
     args = parser.parse_args(argv)
     args.documents = args.documents or (2_000 if args.quick else 100_000)
     return args
@@ -393,14 +398,22 @@ def stage_schedule_ticks(ctx: dict[str, Any]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with _instance(ctx) as instance:
         for name in ("nightly_intake", "retry_failed"):
+            profiler = cProfile.Profile() if ctx.get("profile") else None
             began = time.perf_counter()
             with dg.build_schedule_context(
                 instance=instance,
                 scheduled_execution_time=datetime.now(UTC),
                 resources={"document_store": defs.resources["document_store"]},
             ) as context:
+                if profiler:
+                    profiler.enable()
                 result = defs.resolve_schedule_def(name)(context)
+                if profiler:
+                    profiler.disable()
             figures[f"{name}_tick_s"] = round(time.perf_counter() - began, 3)
+            if profiler:
+                print(f"--- profile of the {name} tick ---")
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(18)
             requests = result if isinstance(result, list) else [result]
             figures[f"{name}_run_requests"] = sum(isinstance(r, dg.RunRequest) for r in requests)
     figures["peak_rss"] = _peak_rss()
@@ -526,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             "base_url": simulator.base_url,
             "documents": n,
             "new_files": NEW_FILES,
+            "profile": args.profile,
         }
         postmaster = postmaster_pid(server_url)
         pg_meter = ProcessTreeMeter([postmaster], root_role="postgres") if postmaster else None

@@ -58,11 +58,11 @@ document's outcome (a row in documents.parquet with status failed and the reason
 
 EXTRACTION_DESCRIPTION = """The structured record the model extracted from each document
 (structured outputs into the configured pydantic schema), validated by the business checks, with
-tokens, cost, latency, attempts and model as metadata. Documents of a run are extracted
-concurrently (EXTRACTION_MAX_CONCURRENCY) under the RPM/TPM limiter; the `openai` pool bounds
-extraction steps across runs. A document already extracted with the same schema, model and
-prompt is served from the store and never paid for twice. Step retries skip the documents the
-run already settled."""
+tokens, cost, latency, attempts and model as metadata. Documents are extracted concurrently
+under the deployment's limits (EXTRACTION_MAX_CONCURRENCY calls in flight and the RPM/TPM
+window, shared by every run through Postgres); the `openai` pool bounds extraction steps. A
+document already extracted with the same schema, model and prompt is served from the store and
+never paid for twice. Step retries skip the documents the run already settled."""
 
 
 @dataclass

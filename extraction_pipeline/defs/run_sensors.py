@@ -28,7 +28,7 @@ from extraction_pipeline.core.settings import OperationsSettings, Settings
 from extraction_pipeline.core.store import ObjectStore
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.instance.document_runs import run_document_keys
-from extraction_pipeline.instance.facts import busy_documents, extraction_attempts
+from extraction_pipeline.instance.facts import busy_documents, extraction_attempts_of
 from extraction_pipeline.instance.names import (
     DEAD_LETTERS_KEY,
     DOCUMENTS_PARTITIONS_NAME,
@@ -111,7 +111,7 @@ def settle_run(
         document_keys=keys,
         extracted=extracted,
         failures=failures,
-        attempts={key: extraction_attempts(instance, key)[0] for key in failed},
+        attempts={key: n for key, (n, _) in extraction_attempts_of(instance, failed).items()},
         policy=RetryPolicy(max_attempts=operations.max_attempts),
         run_error=run_error,
         file_names={k: r.file_name for k in failed if (r := registry.get(k)) is not None},

@@ -23,7 +23,7 @@ from extraction_pipeline.instance.facts import (
     all_document_keys,
     attempted_documents,
     busy_documents,
-    extraction_attempts,
+    extraction_attempts_of,
     never_attempted,
 )
 from extraction_pipeline.instance.names import EXTRACTION_KEY, TRIGGER_TAG
@@ -49,9 +49,9 @@ def failed_document_facts(instance: dg.DagsterInstance, keys: Sequence[str]) -> 
     extracted = instance.get_materialized_partitions(EXTRACTION_KEY)
     idle = [k for k in keys if k not in busy and k not in extracted]
     failed = attempted_documents(instance, idle, assets=[EXTRACTION_KEY])
+    tried = extraction_attempts_of(instance, [k for k in idle if k in failed])
     facts = []
-    for key in (k for k in idle if k in failed):
-        attempts, retryable = extraction_attempts(instance, key)
+    for key, (attempts, retryable) in tried.items():
         facts.append(
             DocumentFacts(
                 document_key=key,

@@ -1,5 +1,6 @@
 """Reading `DocumentFacts` out of Dagster's run and event-log storage (Postgres)."""
 
+import warnings
 from collections.abc import Collection, Sequence
 
 import dagster as dg
@@ -17,7 +18,7 @@ from extraction_pipeline.instance.names import (
     SOURCE_KEY,
     documents_partitions,
 )
-from extraction_pipeline.instance.outcomes import read_outcome
+from extraction_pipeline.instance.outcomes import RecordedOutcome, read_outcome
 
 _STATES = {
     dg.AssetPartitionStatus.MATERIALIZED: AssetState.MATERIALIZED,
@@ -57,11 +58,11 @@ def document_facts(
         else set()
     )
     in_batch = documents_in_open_batches(instance)
+    failed = [key for key in keys if extraction[key] is AssetState.FAILED]
+    tried = extraction_attempts_of(instance, failed)
     facts = []
     for key in keys:
-        attempts, retryable = 0, None
-        if extraction[key] is AssetState.FAILED:
-            attempts, retryable = extraction_attempts(instance, key)
+        attempts, retryable = tried.get(key, (0, None))
         facts.append(
             DocumentFacts(
                 document_key=key,
@@ -87,24 +88,64 @@ def _states(
 def extraction_attempts(instance: dg.DagsterInstance, key: str) -> tuple[int, bool | None]:
     """How many runs planned an extraction of `key`, and whether its latest failure is worth
     retrying (None when the latest run recorded no outcome, e.g. its worker died)."""
-    planned = instance.get_event_records(
+    return extraction_attempts_of(instance, [key])[key]
+
+
+def extraction_attempts_of(
+    instance: dg.DagsterInstance, keys: Sequence[str]
+) -> dict[str, tuple[int, bool | None]]:
+    """`extraction_attempts` of each of `keys`, in two queries per thousand keys (the retry
+    schedule asks this of every failed document on each tick)."""
+    attempts: dict[str, tuple[int, bool | None]] = {}
+    for start in range(0, len(keys), 1000):
+        chunk = list(keys[start : start + 1000])
+        planned_runs: dict[str, list[str]] = {key: [] for key in chunk}
+        for record in _extraction_records(instance, PLANNED, chunk):  # newest first
+            if record.partition_key in planned_runs:
+                planned_runs[record.partition_key].append(record.run_id)
+        latest: dict[str, RecordedOutcome | None] = {}
+        for record in _extraction_records(instance, OBSERVED, chunk):
+            if record.partition_key is not None and record.partition_key not in latest:
+                latest[record.partition_key] = read_outcome(record)
+        for key in chunk:
+            runs, outcome = planned_runs[key], latest.get(key)
+            if not runs:
+                attempts[key] = (0, None)
+            elif outcome is None or outcome.run_id != runs[0]:
+                attempts[key] = (len(runs), None)
+            else:
+                attempts[key] = (len(runs), outcome.retryable)
+    return attempts
+
+
+PLANNED = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+OBSERVED = dg.DagsterEventType.ASSET_OBSERVATION
+
+
+def _extraction_records(
+    instance: dg.DagsterInstance, event_type: dg.DagsterEventType, keys: list[str]
+) -> Sequence[dg.EventLogRecord]:
+    return _partition_records(
+        instance,
         dg.EventRecordsFilter(
-            event_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-            asset_key=EXTRACTION_KEY,
-            asset_partitions=[key],
+            event_type=event_type, asset_key=EXTRACTION_KEY, asset_partitions=keys
         ),
-        limit=1000,
     )
-    if not planned:
-        return 0, None
-    latest_run = planned[0].run_id
-    observations = instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=EXTRACTION_KEY, asset_partitions=[key]), limit=1
-    ).records
-    latest = read_outcome(observations[0]) if observations else None
-    if latest is None or latest.run_id != latest_run:
-        return len(planned), None
-    return len(planned), latest.retryable
+
+
+def _partition_records(
+    instance: dg.DagsterInstance, records_filter: dg.EventRecordsFilter
+) -> Sequence[dg.EventLogRecord]:
+    """Event records of some partitions, newest first. Dagster warns on every such query that
+    planned events written for a whole partition subset are not returned; runs here plan each
+    document's partition on its own (one planned event per document and asset), so the warning
+    says nothing about them and would fill the daemon's log on every tick."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=PARTITION_SUBSETS_WARNING)
+        return instance.get_event_records(records_filter, ascending=False)
+
+
+PARTITION_SUBSETS_WARNING = "Asset materialization planned events with partitions subsets"
 
 
 def waiting_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) -> set[str]:
@@ -141,12 +182,13 @@ def attempted_documents(
     for start in range(0, len(keys), 1000):
         chunk = list(keys[start : start + 1000])
         for asset in assets:
-            records = instance.get_event_records(
+            records = _partition_records(
+                instance,
                 dg.EventRecordsFilter(
                     event_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
                     asset_key=asset,
                     asset_partitions=chunk,
-                )
+                ),
             )
             attempted.update(r.partition_key for r in records if r.partition_key is not None)
     return attempted

@@ -10,6 +10,7 @@ from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.operations.dead_letters import DeadLetterStore
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.instance.facts import extraction_attempts_of
 from extraction_pipeline.instance.history import document_history
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import definitions_for
@@ -125,6 +126,12 @@ def test_retry_schedule_retries_transient_failures_up_to_the_cap(
 
     assert not run(instance, ops_settings, "extraction_job", k_flaky).success  # attempt 2 of 2
     assert tick(instance, ops_settings, "retry_failed") == []  # dead letter now
+    # Read for all failed documents at once (two queries per thousand), as the tick does.
+    assert extraction_attempts_of(instance, [k_flaky, k_refused, "never-planned"]) == {
+        k_flaky: (2, True),
+        k_refused: (1, False),
+        "never-planned": (0, None),
+    }
 
 
 def test_history_shows_every_attempt_in_order_with_its_error(
