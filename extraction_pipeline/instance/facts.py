@@ -103,10 +103,7 @@ def extraction_attempts_of(
         for record in _extraction_records(instance, PLANNED, chunk):  # newest first
             if record.partition_key in planned_runs:
                 planned_runs[record.partition_key].append(record.run_id)
-        latest: dict[str, RecordedOutcome | None] = {}
-        for record in _extraction_records(instance, OBSERVED, chunk):
-            if record.partition_key is not None and record.partition_key not in latest:
-                latest[record.partition_key] = read_outcome(record)
+        latest = _latest_observations(instance, chunk)
         for key in chunk:
             runs, outcome = planned_runs[key], latest.get(key)
             if not runs:
@@ -116,6 +113,22 @@ def extraction_attempts_of(
             else:
                 attempts[key] = (len(runs), outcome.retryable)
     return attempts
+
+
+def _latest_observations(
+    instance: dg.DagsterInstance, keys: list[str]
+) -> dict[str, RecordedOutcome | None]:
+    """The latest `extraction` observation of each of `keys` that has one: the storage ids from
+    one query, then only those events read (a document failed three times has three)."""
+    latest_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+        EXTRACTION_KEY, OBSERVED, partitions=set(keys)
+    )
+    if not latest_ids:
+        return {}
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=OBSERVED, storage_ids=list(latest_ids.values()))
+    )
+    return {r.partition_key: read_outcome(r) for r in records if r.partition_key is not None}
 
 
 PLANNED = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
