@@ -20,6 +20,14 @@ from extraction_pipeline.instance.names import (
 )
 from extraction_pipeline.instance.outcomes import RecordedOutcome, read_outcome
 
+# Dagster warns on every query of planned events by partition that events planned for a whole
+# partition subset are not returned. Runs here plan each document's partition on its own (one
+# planned event per document and asset), so the warning says nothing about them; it would fill
+# the daemon's log on every tick. (A process-wide filter: catch_warnings is not thread-safe.)
+warnings.filterwarnings(
+    "ignore", message="Asset materialization planned events with partitions subsets"
+)
+
 _STATES = {
     dg.AssetPartitionStatus.MATERIALIZED: AssetState.MATERIALIZED,
     dg.AssetPartitionStatus.FAILED: AssetState.FAILED,
@@ -100,7 +108,7 @@ def extraction_attempts_of(
     for start in range(0, len(keys), 1000):
         chunk = list(keys[start : start + 1000])
         planned_runs: dict[str, list[str]] = {key: [] for key in chunk}
-        for record in _extraction_records(instance, PLANNED, chunk):  # newest first
+        for record in _planned(instance, EXTRACTION_KEY, chunk):  # newest first
             if record.partition_key in planned_runs:
                 planned_runs[record.partition_key].append(record.run_id)
         latest = _latest_observations(instance, chunk)
@@ -135,30 +143,14 @@ PLANNED = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
 OBSERVED = dg.DagsterEventType.ASSET_OBSERVATION
 
 
-def _extraction_records(
-    instance: dg.DagsterInstance, event_type: dg.DagsterEventType, keys: list[str]
+def _planned(
+    instance: dg.DagsterInstance, asset: dg.AssetKey, keys: Sequence[str]
 ) -> Sequence[dg.EventLogRecord]:
-    return _partition_records(
-        instance,
-        dg.EventRecordsFilter(
-            event_type=event_type, asset_key=EXTRACTION_KEY, asset_partitions=keys
-        ),
+    """The planned events of `asset` for `keys`, newest first."""
+    return instance.get_event_records(
+        dg.EventRecordsFilter(event_type=PLANNED, asset_key=asset, asset_partitions=list(keys)),
+        ascending=False,
     )
-
-
-def _partition_records(
-    instance: dg.DagsterInstance, records_filter: dg.EventRecordsFilter
-) -> Sequence[dg.EventLogRecord]:
-    """Event records of some partitions, newest first. Dagster warns on every such query that
-    planned events written for a whole partition subset are not returned; runs here plan each
-    document's partition on its own (one planned event per document and asset), so the warning
-    says nothing about them and would fill the daemon's log on every tick."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=PARTITION_SUBSETS_WARNING)
-        return instance.get_event_records(records_filter, ascending=False)
-
-
-PARTITION_SUBSETS_WARNING = "Asset materialization planned events with partitions subsets"
 
 
 def waiting_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) -> set[str]:
@@ -195,13 +187,6 @@ def attempted_documents(
     for start in range(0, len(keys), 1000):
         chunk = list(keys[start : start + 1000])
         for asset in assets:
-            records = _partition_records(
-                instance,
-                dg.EventRecordsFilter(
-                    event_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-                    asset_key=asset,
-                    asset_partitions=chunk,
-                ),
-            )
+            records = _planned(instance, asset, chunk)
             attempted.update(r.partition_key for r in records if r.partition_key is not None)
     return attempted

@@ -155,21 +155,23 @@ class ExtractionStream:
             tpm=config.tpm,
             shared=self.job.shared_limits,
         )
-        async with ExtractionAgent(self.job.schema, config, limiter=limiter) as agent:
-            self._agent = agent
-            watch = asyncio.create_task(self._watch_caller())
-            try:
-                while not isinstance(item := await self._inbox.get(), _Done):
-                    key, info = item
-                    self._tasks[asyncio.create_task(self._one(agent, key, info))] = key
-                if self._tasks:  # `wait`, not `gather`: a stop must not cancel them all
-                    await asyncio.wait(self._tasks)
-            except asyncio.CancelledError:  # `interrupt`, wherever the loop was
-                await self._drain(agent)
-            self._server = None  # from here on, a late `interrupt` has nothing to stop
-            watch.cancel()
-        if self.job.shared_limits is not None:
-            self.job.shared_limits.close()
+        try:
+            async with ExtractionAgent(self.job.schema, config, limiter=limiter) as agent:
+                self._agent = agent
+                watch = asyncio.create_task(self._watch_caller())
+                try:
+                    while not isinstance(item := await self._inbox.get(), _Done):
+                        key, info = item
+                        self._tasks[asyncio.create_task(self._one(agent, key, info))] = key
+                    if self._tasks:  # `wait`, not `gather`: a stop must not cancel them all
+                        await asyncio.wait(self._tasks)
+                except asyncio.CancelledError:  # `interrupt`, wherever the loop was
+                    await self._drain(agent)
+                self._server = None  # from here on, a late `interrupt` has nothing to stop
+                watch.cancel()
+        finally:
+            if self.job.shared_limits is not None:
+                self.job.shared_limits.close()  # its slots are free whatever happened
 
     async def _watch_caller(self) -> None:
         """Stop as `interrupt` does when the caller's thread ends without closing the stream:
