@@ -9,7 +9,11 @@ from extraction_pipeline.core.tables.layout import TableSet, table_path
 from extraction_pipeline.defs.checks import INVOICE_CHECK_SPECS, invoice_check_results
 from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.resources import DocumentStoreResource
-from extraction_pipeline.defs.table_refresh import TABLES_CODE_VERSION, refresh_from_change_feed
+from extraction_pipeline.defs.table_refresh import (
+    TABLES_CODE_VERSION,
+    refresh_from_change_feed,
+    tables_lock,
+)
 from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
 
 # Fires on every new document outcome: an extraction (a materialisation), or a failure of
@@ -70,9 +74,12 @@ def build_table_assets(schema_ref: str) -> dg.AssetsDefinition:
         """Replace the rows of every document whose outcome changed since the last refresh
         (every run that records outcomes also does this at its end; this catches up after runs
         that could not, e.g. a crashed one), then evaluate the invoice checks."""
-        for table, metadata in refresh_from_change_feed(context.instance, document_store, tables):
-            yield dg.MaterializeResult(asset_key=table, metadata=metadata)
-        yield from invoice_check_results(document_store)
+        with tables_lock(document_store):  # until reported: see table_refresh
+            for table, metadata in refresh_from_change_feed(
+                context.instance, document_store, tables
+            ):
+                yield dg.MaterializeResult(asset_key=table, metadata=metadata)
+            yield from invoice_check_results(document_store)
 
     return refresh
 

@@ -2,10 +2,13 @@
 feed): `extraction` materialisations and failures, and `source_document` failures (an
 unreadable document's only outcome).
 
-Called by every run that recorded outcomes, at its end, and by the `tables` asset; a lock in the
-data dir keeps two refreshes from rewriting the files at once.
+Called by every run that recorded outcomes, at its end, and by the `tables` asset, each under
+`tables_lock`, held until the run has reported the refresh: two refreshes never rewrite the files
+at once, and two runs' reports never interleave, so the latest `tables` materialisation is the
+latest refresh and its checks are the ones evaluated on it (runs extract side by side).
 """
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,20 +40,19 @@ def refresh_from_change_feed(
     instance: dg.DagsterInstance, document_store: DocumentStoreResource, tables: TableSet
 ) -> list[tuple[str, dict[str, Any]]]:
     """Replace the rows of every document whose outcome changed since the last refresh; return
-    (table name, materialisation metadata) per table."""
+    (table name, materialisation metadata) per table. Call under `tables_lock`."""
     store = document_store.object_store()
     records = document_store.records()
-    with store.lock("tables"):
-        position = read_position(store)
-        changed = 0
-        summaries: list[TableSummary] = []
-        for _ in range(MAX_PASSES):
-            paid, position_after = changed_documents(instance, position)
-            if summaries and not paid:
-                break
-            outcomes = [o for o in (records.load(key) for key in paid) if o is not None]
-            summaries = refresh_tables(store, tables, outcomes, paid, position_after)
-            position, changed = position_after, changed + len(outcomes)
+    position = read_position(store)
+    changed = 0
+    summaries: list[TableSummary] = []
+    for _ in range(MAX_PASSES):
+        paid, position_after = changed_documents(instance, position)
+        if summaries and not paid:
+            break
+        outcomes = [o for o in (records.load(key) for key in paid) if o is not None]
+        summaries = refresh_tables(store, tables, outcomes, paid, position_after)
+        position, changed = position_after, changed + len(outcomes)
     results = []
     for summary in summaries:
         metadata: dict[str, Any] = {
@@ -67,25 +69,32 @@ def refresh_from_change_feed(
     return results
 
 
+@contextlib.contextmanager
+def tables_lock(document_store: DocumentStoreResource) -> Iterator[None]:
+    with document_store.object_store().lock("tables"):
+        yield
+
+
 def refresh_in_run(
     instance: dg.DagsterInstance, document_store: DocumentStoreResource, tables: TableSet
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     """The tables brought up to date from inside a document run, reported as the `tables` asset
     reports its own: each materialisation with its data provenance (the document events it was
     read up to, so the UI does not call the tables "Unsynced"), then the invoice checks."""
-    # Read before the feed: a document arriving meanwhile may be missing from the tables, and
-    # then the tables show as behind it, which is true.
-    inputs = {key: _latest_storage_id(instance, key) for key in (SOURCE_KEY, EXTRACTION_KEY)}
-    refreshed = refresh_from_change_feed(instance, document_store, tables)
-    for table, metadata in refreshed:
-        version = f"feed-{metadata['feed_storage_id']}"
-        yield dg.AssetMaterialization(
-            asset_key=table,
-            metadata=metadata,
-            tags=provenance_tags(TABLES_CODE_VERSION, version, inputs),
-        )
-    if refreshed:
-        yield from invoice_check_evaluations(document_store)
+    with tables_lock(document_store):
+        # Read before the feed: a document arriving meanwhile may be missing from the tables,
+        # and then the tables show as behind it, which is true.
+        inputs = {key: _latest_storage_id(instance, key) for key in (SOURCE_KEY, EXTRACTION_KEY)}
+        refreshed = refresh_from_change_feed(instance, document_store, tables)
+        for table, metadata in refreshed:
+            version = f"feed-{metadata['feed_storage_id']}"
+            yield dg.AssetMaterialization(
+                asset_key=table,
+                metadata=metadata,
+                tags=provenance_tags(TABLES_CODE_VERSION, version, inputs),
+            )
+        if refreshed:
+            yield from invoice_check_evaluations(document_store)
 
 
 def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:
