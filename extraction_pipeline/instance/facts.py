@@ -93,17 +93,12 @@ def _states(
     return {key: _STATES.get(statuses.get(key), AssetState.MISSING) for key in keys}  # type: ignore[arg-type]
 
 
-def extraction_attempts(instance: dg.DagsterInstance, key: str) -> tuple[int, bool | None]:
-    """How many runs planned an extraction of `key`, and whether its latest failure is worth
-    retrying (None when the latest run recorded no outcome, e.g. its worker died)."""
-    return extraction_attempts_of(instance, [key])[key]
-
-
 def extraction_attempts_of(
     instance: dg.DagsterInstance, keys: Sequence[str]
 ) -> dict[str, tuple[int, bool | None]]:
-    """`extraction_attempts` of each of `keys`, in two queries per thousand keys (the retry
-    schedule asks this of every failed document on each tick)."""
+    """For each of `keys`: how many runs planned its extraction, and whether its latest failure
+    is worth retrying (None when the latest run recorded no outcome, e.g. its worker died). Two
+    queries per thousand keys: the retry schedule asks this of every failed document."""
     attempts: dict[str, tuple[int, bool | None]] = {}
     for start in range(0, len(keys), 1000):
         chunk = list(keys[start : start + 1000])

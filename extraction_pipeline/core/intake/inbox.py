@@ -118,10 +118,10 @@ def plan_tick(
     A tick that finds nothing new watches the folder for up to `watch_seconds` (one `stat` of it
     every WATCH_POLL_SECONDS: a file renamed or created in it changes its mtime) and plans again
     when it changes, so a file dropped between ticks is not left for the next one. Files still
-    settling are waited for, once, until the youngest has settled (at most `settle_seconds`),
-    rather than left to the next tick a whole sensor interval later; one still changing after
-    that waits for the next tick as before, as does one that would settle only after
-    SETTLE_WAIT_MAX_SECONDS (a long settle time must not hold a tick that long).
+    settling are waited for, once, until the youngest has settled, rather than left to the next
+    tick a whole sensor interval later; one still changing after that waits for the next tick as
+    before, as do files that would settle only after SETTLE_WAIT_MAX_SECONDS (a long settle time
+    must not hold a tick that long).
     """
     deadline_ns = clock() + int(watch_seconds * 1e9)
     plan = _plan_now(inbox, cursor, settle_seconds, max_files, clock)
