@@ -15,7 +15,12 @@ refresh, peak memory and event-log growth, on a real Postgres instance.
 (e) peak RSS of every process (each stage runs in its own process, like the code server or a
     run worker would; Postgres when it runs on this machine);
 (f) event-log growth per document: pg_total_relation_size('event_logs') and rows before and
-    after one ranged intake_job run of 200 documents (in process, model simulator).
+    after one ranged intake_job run of 200 documents (in process, model simulator);
+(g) archiving (core.operations.archive): one `archive_settled` tick on all N live partitions
+    and the daemon's removals, every settled document archived, then the ticks of (c) again on
+    the live set that is left.
+(c) and (g) also evaluate the tables' automation conditions (the `tables_automation` sensor's
+    work) twice: without a cursor, then with the first evaluation's.
 Targets: each tick <= 2 s, refresh <= 5 s, no process above 1 GiB.
 
     .venv/bin/python benchmarks/scale.py            # N=100,000
@@ -390,32 +395,100 @@ def stage_event_history(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_schedule_ticks(ctx: dict[str, Any]) -> dict[str, Any]:
-    import dagster as dg
-
     from extraction_pipeline.definitions import build_definitions
 
     defs = build_definitions(_settings(ctx))
-    figures: dict[str, Any] = {}
     with _instance(ctx) as instance:
-        for name in ("nightly_intake", "retry_failed"):
-            profiler = cProfile.Profile() if ctx.get("profile") else None
-            began = time.perf_counter()
-            with dg.build_schedule_context(
+        figures = _tick_figures(ctx, defs, instance)
+    figures["peak_rss"] = _peak_rss()
+    return figures
+
+
+def _tick_figures(ctx: dict[str, Any], defs: Any, instance: Any) -> dict[str, Any]:
+    """Both schedules' ticks, and two evaluations of the tables' automation conditions (the
+    `tables_automation` sensor's work: the first without a cursor, then the steady state)."""
+    import dagster as dg
+
+    figures: dict[str, Any] = {}
+    for name in ("nightly_intake", "retry_failed"):
+        began = time.perf_counter()
+        with (
+            dg.build_schedule_context(
                 instance=instance,
                 scheduled_execution_time=datetime.now(UTC),
                 resources={"document_store": defs.resources["document_store"]},
-            ) as context:
-                if profiler:
-                    profiler.enable()
-                result = defs.resolve_schedule_def(name)(context)
-                if profiler:
-                    profiler.disable()
-            figures[f"{name}_tick_s"] = round(time.perf_counter() - began, 3)
-            if profiler:
-                print(f"--- profile of the {name} tick ---")
-                pstats.Stats(profiler).sort_stats("cumulative").print_stats(18)
-            requests = result if isinstance(result, list) else [result]
-            figures[f"{name}_run_requests"] = sum(isinstance(r, dg.RunRequest) for r in requests)
+            ) as context,
+            _profiled(ctx, name),
+        ):
+            result = defs.resolve_schedule_def(name)(context)
+        figures[f"{name}_tick_s"] = round(time.perf_counter() - began, 3)
+        requests = result if isinstance(result, list) else [result]
+        figures[f"{name}_run_requests"] = sum(isinstance(r, dg.RunRequest) for r in requests)
+    cursor = None
+    for label in ("first", "next"):
+        began = time.perf_counter()
+        with _profiled(ctx, f"tables_automation ({label})"):
+            evaluation = dg.evaluate_automation_conditions(defs, instance, cursor=cursor)
+        figures[f"tables_automation_{label}_s"] = round(time.perf_counter() - began, 3)
+        cursor = evaluation.cursor
+    return figures
+
+
+@contextlib.contextmanager
+def _profiled(ctx: dict[str, Any], name: str) -> Any:
+    if not ctx.get("profile"):
+        yield
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        print(f"--- profile of {name} ---")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(18)
+
+
+def stage_archive(ctx: dict[str, Any]) -> dict[str, Any]:
+    """(g) Archiving: one `archive_settled` tick on the full live set (its evaluation, then the
+    daemon's removal of the partitions, key by key as Dagster's sensor daemon does), then every
+    settled document archived at once (`extraction-pipeline archive --after-days 0`), and the
+    ticks of (c) measured again on the live set that is left."""
+    from extraction_pipeline.core.documents.registry import DocumentRegistry
+    from extraction_pipeline.core.operations.archive import ArchiveCursor
+    from extraction_pipeline.core.operations.lifecycle import RetryPolicy
+    from extraction_pipeline.core.store import LocalObjectStore
+    from extraction_pipeline.definitions import build_definitions
+    from extraction_pipeline.instance.archive import archive_pass, archive_settled
+
+    settings = _settings(ctx)
+    defs = build_definitions(settings)
+    registry = DocumentRegistry(LocalObjectStore(settings.data_dir))
+    policy = RetryPolicy(max_attempts=settings.operations.max_attempts)
+    figures: dict[str, Any] = {}
+    with _instance(ctx) as instance:
+        live = len(instance.get_dynamic_partitions("documents"))
+        began = time.perf_counter()
+        with _profiled(ctx, "archive_settled tick"):
+            plan = archive_pass(
+                instance, registry, ArchiveCursor(), datetime.now(UTC), timedelta(0), policy
+            )
+        figures["archive_tick_s"] = round(time.perf_counter() - began, 3)
+        began = time.perf_counter()
+        for key in plan.archive:
+            if instance.has_dynamic_partition("documents", key):
+                instance.delete_dynamic_partition("documents", key)
+        figures["archive_tick_daemon_s"] = round(time.perf_counter() - began, 3)
+        figures["archive_tick_archived"] = len(plan.archive)
+        began = time.perf_counter()
+        report = archive_settled(instance, registry, datetime.now(UTC), timedelta(0), policy)
+        seconds = time.perf_counter() - began
+        figures["archive_all_s"] = round(seconds, 2)
+        figures["archive_all_per_s"] = round(len(report.archived) / max(seconds, 1e-9))
+        figures["live_before"] = live
+        figures["live_after"] = len(instance.get_dynamic_partitions("documents"))
+        figures["kept"] = report.kept
+        figures["after"] = _tick_figures(ctx, defs, instance)
     figures["peak_rss"] = _peak_rss()
     return figures
 
@@ -577,6 +650,10 @@ def main(argv: list[str] | None = None) -> int:
         growth = in_fresh_process(stage_event_log, ctx)
         peaks["(f) intake run (run worker)"] = growth.pop("peak_rss")
         figures["event_log"] = growth
+        print("(g) archiving settled documents, then the ticks again ...", flush=True)
+        archive = in_fresh_process(stage_archive, ctx)
+        peaks["(g) archiving (code server)"] = archive.pop("peak_rss")
+        figures["archive"] = archive
         peaks["benchmark driver"] = _peak_rss()
         if pg_meter:
             for role, rss in pg_meter.peak_rss_by_role().items():
@@ -592,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
 def _report(n: int, figures: dict[str, Any], peaks: dict[str, int]) -> None:
     reg, tick, sched = figures["register"], figures["sensor_tick"], figures["schedule_ticks"]
     refresh, growth = figures["refresh"], figures["event_log"]
+    archive = figures["archive"]
+    after = archive["after"]
     print_table(
         f"Scale: N={n:,} documents ({NEW_FILES:,} new)",
         [
@@ -625,10 +704,38 @@ def _report(n: int, figures: dict[str, Any], peaks: dict[str, int]) -> None:
                 sched["retry_failed_tick_s"],
                 f"{sched['retry_failed_run_requests']} runs",
             ),
+            (
+                "(c) tables_automation: first / next evaluation, s",
+                f"{sched['tables_automation_first_s']} / {sched['tables_automation_next_s']}",
+                "target <= 2",
+            ),
             ("(d) refresh 1,000 into N rows, s", refresh["refresh_1000_new_s"], "target <= 5"),
             ("(d) initial refresh of N rows, s", refresh["initial_refresh_s"], ""),
             ("(f) event log bytes / document", growth["event_log_bytes_per_doc"], ""),
             ("(f) event log rows / document", growth["event_log_rows_per_doc"], ""),
+            (
+                f"(g) archive_settled tick at {archive['live_before']:,} live, s",
+                archive["archive_tick_s"],
+                f"{archive['archive_tick_archived']} archived; daemon "
+                f"{archive['archive_tick_daemon_s']} s",
+            ),
+            (
+                "(g) archive every settled document, s",
+                archive["archive_all_s"],
+                f"{archive['archive_all_per_s']:,}/s",
+            ),
+            ("(g) live partitions left", archive["live_after"], str(archive["kept"])),
+            (
+                "(g) then: nightly / retry tick, s",
+                f"{after['nightly_intake_tick_s']} / {after['retry_failed_tick_s']}",
+                f"{after['nightly_intake_run_requests']} + "
+                f"{after['retry_failed_run_requests']} runs",
+            ),
+            (
+                "(g) then: tables_automation first / next, s",
+                f"{after['tables_automation_first_s']} / {after['tables_automation_next_s']}",
+                "",
+            ),
         ],
     )
     print_table(

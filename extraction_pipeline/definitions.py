@@ -3,6 +3,7 @@
 import dagster as dg
 
 from extraction_pipeline.core.settings import Settings
+from extraction_pipeline.defs.archive_sensor import build_archive_sensor
 from extraction_pipeline.defs.batch_sensor import build_batch_sensor, model_batches_asset
 from extraction_pipeline.defs.document_assets import build_document_assets
 from extraction_pipeline.defs.jobs import extraction_job, intake_job, source_job
@@ -28,6 +29,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_inbox_sensor(settings),
             *build_run_sensors(settings),
             build_batch_sensor(settings),
+            build_archive_sensor(settings),
             dg.AutomationConditionSensorDefinition(
                 "tables_automation",
                 target=dg.AssetSelection.assets(tables),

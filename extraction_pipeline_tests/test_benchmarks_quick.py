@@ -117,6 +117,12 @@ def invariants(name: str, figures: dict, parameters: dict) -> None:
         # failures still waiting, which the retry schedule takes.
         assert 4.0 <= figures["event_history"]["events_per_doc"] <= 4.2
         assert figures["schedule_ticks"]["retry_failed_run_requests"] >= 1
+        # Archiving left exactly the unsettled documents live: the unextracted, and the failed
+        # ones still due for a retry, which the retry schedule still takes.
+        archive = figures["archive"]
+        assert archive["live_after"] == sum(archive["kept"].values()) > 0
+        assert set(archive["kept"]) <= {"new", "failed"}
+        assert archive["after"]["retry_failed_run_requests"] >= 1
     elif name == "batch":
         assert figures["invoice_tables_equal"] == 1  # the script writes 1 or 0
         assert 0.45 <= figures["cost_ratio_batch_over_online"] <= 0.55

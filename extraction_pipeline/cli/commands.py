@@ -1,4 +1,5 @@
-"""The operator commands of the CLI: history, status and ingest (output formatting only)."""
+"""The operator commands of the CLI: history, status, archive and ingest (output formatting
+only)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,48 @@ def status(as_json: bool) -> int:
         print("dead letters (need a person):")
         for letter in report.dead_letters:
             print(f"  {letter.document_key}  {letter.error_kind}: {letter.error[:100]}")
+    return 0
+
+
+def archive(after_days: float | None, dry_run: bool, as_json: bool) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from extraction_pipeline.instance.archive import archive_settled
+
+    with local_instance(dict(os.environ)) as (instance, environment):
+        operations = environment.settings.operations
+        days = operations.archive_after_days if after_days is None else after_days
+        if days <= 0 and after_days is None:
+            print(
+                "archiving is off (EXTRACTION_ARCHIVE_AFTER_DAYS=0): say how old a settled "
+                "document must be with --after-days DAYS",
+                file=sys.stderr,
+            )
+            return 2
+        report = archive_settled(
+            instance,
+            DocumentRegistry(LocalObjectStore(environment.settings.data_dir)),
+            datetime.now(UTC),
+            timedelta(days=days),
+            RetryPolicy(max_attempts=operations.max_attempts),
+            dry_run=dry_run,
+        )
+    verb = "would archive" if dry_run else "archived"
+    if as_json:
+        payload = {
+            "dry_run": dry_run,
+            "after_days": days,
+            "live_before": report.live_before,
+            "archived": report.archived,
+            "kept": report.kept,
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    kept = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(report.kept.items()))
+    print(
+        f"{verb} {len(report.archived)} of {report.live_before} documents (settled, registered "
+        f"{days:g} days ago or more); kept: {kept or 'none'}"
+    )
     return 0
 
 

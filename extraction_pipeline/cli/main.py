@@ -47,6 +47,21 @@ def _run(argv: Sequence[str] | None) -> int:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--verbose", action="store_true", help="library warnings on the terminal")
 
+    archive = commands.add_parser(
+        "archive",
+        help="remove the partitions of settled documents (history and table rows stay)",
+    )
+    archive.add_argument(
+        "--after-days",
+        type=float,
+        default=None,
+        help="settled documents registered this many days ago or more "
+        "(default: EXTRACTION_ARCHIVE_AFTER_DAYS)",
+    )
+    archive.add_argument("--dry-run", action="store_true", help="say what would go; remove none")
+    archive.add_argument("--json", action="store_true", help="machine-readable output")
+    archive.add_argument("--verbose", action="store_true", help="library warnings on the terminal")
+
     ingest = commands.add_parser(
         "ingest", help="register and extract the PDFs under PATH now (a scripted backfill)"
     )
@@ -128,7 +143,7 @@ def _run(argv: Sequence[str] | None) -> int:
         return run_dev(args.host, args.port)
     if args.command == "demo":
         return _demo(args.count)
-    if args.command in ("history", "status", "ingest", "runs", "batch"):
+    if args.command in ("history", "status", "archive", "ingest", "runs", "batch"):
         from extraction_pipeline.cli import commands as operations
 
         with operations.library_noise_to_log(args.verbose):
@@ -136,6 +151,8 @@ def _run(argv: Sequence[str] | None) -> int:
                 return operations.history(args.document, args.json)
             if args.command == "status":
                 return operations.status(args.json)
+            if args.command == "archive":
+                return operations.archive(args.after_days, args.dry_run, args.json)
             if args.command == "runs":
                 from extraction_pipeline.cli import runs as runs_cli
 

@@ -134,6 +134,12 @@ class OperationsSettings(_FromEnv):
         repr=False,
     )
     notify_success: bool = setting("EXTRACTION_NOTIFY_SUCCESS", False, "Also POST successful runs")
+    archive_after_days: float = setting(
+        "EXTRACTION_ARCHIVE_AFTER_DAYS",
+        0.0,
+        "Days after registration a settled document's partition is archived; 0: never",
+        ge=0,
+    )
 
 
 class Settings(_FromEnv):

@@ -105,6 +105,19 @@ def test_ingest_a_folder_of_good_and_bad_pdfs_then_ask_status_and_history(
     unknown = cli(cli_env, "history", "no-such-document.pdf")
     assert unknown.returncode == 2 and "no document matches" in unknown.stdout
 
+    # Archiving is off by default, so the command asks for an age; all four are settled.
+    no_age = cli(cli_env, "archive")
+    assert no_age.returncode == 2 and "--after-days" in no_age.stderr
+    archived = cli(cli_env, "archive", "--after-days", "0", "--json")
+    assert archived.returncode == 0, archived.stderr[-2000:]
+    assert len(json.loads(archived.stdout)["archived"]) == 4
+    assert json.loads(cli(cli_env, "status", "--json").stdout)["total"] == 0
+    kept = json.loads(cli(cli_env, "history", "refused.pdf", "--json").stdout)["attempts"]
+    assert kept == attempts  # the history stays in the event log
+    back = cli(cli_env, "ingest", str(folder / "a.pdf"), "--json")
+    assert back.returncode == 0 and json.loads(back.stdout)["reused"] == 1  # not paid again
+    assert json.loads(cli(cli_env, "status", "--json").stdout)["counts"]["extracted"] == 1
+
 
 def test_the_run_of_a_killed_ingest_is_found_dead_by_run_monitoring(
     tmp_path: Path,
