@@ -19,7 +19,10 @@ from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.instance.postgres import drop_database, ensure_database, normalize_url
 from extraction_pipeline.simulator import SimulatorControl
 
-pytest_plugins = ["extraction_pipeline_tests.simulator_fixture"]
+pytest_plugins = [
+    "extraction_pipeline_tests.simulator_fixture",
+    "extraction_pipeline_tests.object_storage_fixture",
+]
 
 
 @pytest.fixture(scope="session")

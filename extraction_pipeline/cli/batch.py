@@ -30,7 +30,6 @@ from extraction_pipeline.core.extraction.batch import BatchApi, BatchState
 from extraction_pipeline.core.extraction.records import RecordStore
 from extraction_pipeline.core.model.config import AgentConfig
 from extraction_pipeline.core.operations.lifecycle import contiguous_batches
-from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.defs.jobs import intake_job
 from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN as MAX_PER_RUN
 from extraction_pipeline.instance.batches import BatchEntry, batch_entries, find_batch
@@ -38,6 +37,7 @@ from extraction_pipeline.instance.document_runs import DocumentsRun
 from extraction_pipeline.instance.facts import all_document_keys, never_attempted
 from extraction_pipeline.instance.names import MODE_TAG, TRIGGER_TAG
 from extraction_pipeline.instance.runs import RetryChain, follow_retries
+from extraction_pipeline.instance.stores import open_store
 
 # How long `submit` waits for its runs (they only upload and submit).
 SUBMIT_TIMEOUT_SECONDS = 600
@@ -195,7 +195,7 @@ def _retrieve(entry: BatchEntry, environment: Environment, out: str | None, as_j
         return 1
     folder = Path(out or f"batch-{entry.batch_id}").absolute()
     folder.mkdir(parents=True, exist_ok=True)
-    records = RecordStore(LocalObjectStore(environment.settings.data_dir))
+    records = RecordStore(open_store(environment.settings.data_dir))
     written: list[str] = []
     elsewhere: dict[str, str] = {}
     for key in entry.documents:

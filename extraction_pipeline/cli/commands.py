@@ -17,7 +17,7 @@ from extraction_pipeline.cli.launcher import (
 )
 from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.operations.lifecycle import RetryPolicy
-from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.instance.stores import open_store
 
 CLI_LOG = "logs/cli.log"  # under DAGSTER_HOME
 
@@ -50,7 +50,7 @@ def history(document: str, as_json: bool) -> int:
     from extraction_pipeline.instance.history import document_history
 
     with local_instance(dict(os.environ)) as (instance, environment):
-        registry = DocumentRegistry(LocalObjectStore(environment.settings.data_dir))
+        registry = DocumentRegistry(open_store(environment.settings.data_dir))
         matches = registry.find(document)
         if not matches:
             print(f"no document matches {document!r} (a key, a SHA-256 or a file name)")
@@ -99,7 +99,7 @@ def status(as_json: bool) -> int:
 
     with local_instance(dict(os.environ)) as (instance, environment):
         policy = RetryPolicy(max_attempts=environment.settings.operations.max_attempts)
-        store = LocalObjectStore(environment.settings.data_dir)
+        store = open_store(environment.settings.data_dir)
         report = status_report(instance, store, policy)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
@@ -132,7 +132,7 @@ def archive(after_days: float | None, dry_run: bool, as_json: bool) -> int:
             return 2
         report = archive_settled(
             instance,
-            DocumentRegistry(LocalObjectStore(environment.settings.data_dir)),
+            DocumentRegistry(open_store(environment.settings.data_dir)),
             datetime.now(UTC),
             timedelta(days=days),
             RetryPolicy(max_attempts=operations.max_attempts),

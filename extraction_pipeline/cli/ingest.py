@@ -29,7 +29,7 @@ from extraction_pipeline.core.documents.registry import DocumentRegistry, Regist
 from extraction_pipeline.core.extraction.records import ExtractionRecord, RecordStore
 from extraction_pipeline.core.operations.lifecycle import contiguous_batches
 from extraction_pipeline.core.settings import Settings
-from extraction_pipeline.core.store import LocalObjectStore
+from extraction_pipeline.core.store import ObjectStore
 from extraction_pipeline.definitions import build_definitions
 from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.run_sensors import settle_run
@@ -40,6 +40,7 @@ from extraction_pipeline.instance.names import (
     TRIGGER_TAG,
     WORKER_HOST_TAG,
 )
+from extraction_pipeline.instance.stores import open_store
 
 log = logging.getLogger(__name__)
 # The runs' console logger (Dagster's default) set to CRITICAL: the CLI prints its own progress
@@ -121,7 +122,7 @@ def plan_ingest(
     the runs, tagged `run_tags`: ranges of adjacent documents, about 20 runs (at most
     MAX_DOCUMENTS_PER_RUN documents each) unless `batch_size` says how many documents a run takes.
     """
-    plan = _register(DocumentRegistry(LocalObjectStore(settings.data_dir)), settings, files)
+    plan = _register(DocumentRegistry(open_store(settings.data_dir)), settings, files)
     readable = plan.readable_keys
     existing = set(instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
     # Readable documents first, so that they are adjacent partitions: fewer, longer ranges.
@@ -172,7 +173,7 @@ def ingest(
     started = time.monotonic()
     run_config = None if verbose else QUIET_RUN_CONFIG
     settings = environment.settings
-    store = LocalObjectStore(settings.data_dir)
+    store = open_store(settings.data_dir)
     registry = DocumentRegistry(store)
     summary = IngestSummary(files=len(files))
     tags = {TRIGGER_TAG: "ingest", WORKER_HOST_TAG: socket.gethostname()}
@@ -214,7 +215,7 @@ def ingest(
 def _settle(
     instance: dg.DagsterInstance,
     result: dg.ExecuteInProcessResult,
-    store: LocalObjectStore,
+    store: ObjectStore,
     registry: DocumentRegistry,
     settings: Settings,
 ) -> None:

@@ -233,7 +233,8 @@ def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
     environment = resolve_environment(env)
     prepare_dagster_home(environment)
     environment.settings.inbox.mkdir(parents=True, exist_ok=True)
-    environment.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if environment.settings.local_data_dir is not None:
+        environment.settings.local_data_dir.mkdir(parents=True, exist_ok=True)
 
     stop = threading.Event()
     _install_stop_handlers(stop)

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     from extraction_pipeline.cli.launcher import ProjectNotFound
     from extraction_pipeline.core.settings import SettingsError
+    from extraction_pipeline.instance.stores import StoreConfigurationError
 
     try:
         return _run(argv)
-    except (ProjectNotFound, SettingsError) as error:
+    except (ProjectNotFound, SettingsError, StoreConfigurationError) as error:
         # A setting or the place it was run from is wrong: say which, no traceback (exit 2).
         print(f"extraction-pipeline: error: {error}", file=sys.stderr)
         return 2

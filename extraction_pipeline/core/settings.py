@@ -16,6 +16,7 @@ from extraction_pipeline.core.documents.pdf import PdfLimits
 from extraction_pipeline.core.model.config import DEFAULT_MODEL, AgentConfig
 from extraction_pipeline.core.model.costs import InvalidPriceTable, load_price_table
 from extraction_pipeline.core.model.types import ApiMode, InputMode
+from extraction_pipeline.core.store import is_object_storage_url
 
 # Defaults of the agent's own knobs, so a deployment default is the agent's default.
 _AGENT = AgentConfig()
@@ -147,8 +148,14 @@ class Settings(_FromEnv):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    data_dir: Path = setting("EXTRACTION_DATA_DIR", Path("data"), "Root of the stored data")
-    inbox: Path = setting("EXTRACTION_INBOX", None, "The drop folder; default: <data dir>/inbox")
+    data_dir: Path | str = setting(
+        "EXTRACTION_DATA_DIR",
+        Path("data"),
+        "Root of the stored data: a folder, or s3://bucket/prefix (object storage)",
+    )
+    inbox: Path = setting(
+        "EXTRACTION_INBOX", None, "The drop folder; default: <data dir>/inbox, ./inbox on S3"
+    )
     sensor_interval_seconds: int = setting(
         "EXTRACTION_SENSOR_INTERVAL", 5, "Seconds between sensor ticks", ge=1
     )
@@ -176,13 +183,27 @@ class Settings(_FromEnv):
     @classmethod
     def _inbox_in_data_dir(cls, values: Any) -> Any:
         if isinstance(values, dict) and not values.get("inbox"):
-            values = {**values, "inbox": Path(values.get("data_dir") or "data") / "inbox"}
+            data_dir = str(values.get("data_dir") or "data")
+            # The drop folder is a local folder: beside the data, or here when that is on S3.
+            inbox = Path("inbox") if is_object_storage_url(data_dir) else Path(data_dir) / "inbox"
+            values = {**values, "inbox": inbox}
         return values
 
-    @field_validator("data_dir", "inbox")
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _folder_or_url(cls, value: Any) -> Path | str:
+        text = str(value)
+        return text.rstrip("/") if is_object_storage_url(text) else Path(text).absolute()
+
+    @field_validator("inbox")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path.absolute()
+
+    @property
+    def local_data_dir(self) -> Path | None:
+        """The data dir when it is a local folder (None on object storage)."""
+        return self.data_dir if isinstance(self.data_dir, Path) else None
 
     @property
     def pdf_limits(self) -> PdfLimits:

@@ -19,6 +19,12 @@ from typing import Protocol
 
 # mkstemp creates owner-only files; stored data is meant to be readable like any written file.
 _FILE_MODE = 0o644
+S3_SCHEME = "s3://"
+
+
+def is_object_storage_url(location: str) -> bool:
+    """EXTRACTION_DATA_DIR names object storage (core.s3_store) rather than a folder."""
+    return location.startswith(S3_SCHEME)
 
 
 class ObjectStore(Protocol):

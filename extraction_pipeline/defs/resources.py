@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import dagster as dg
 from pydantic import BaseModel, Field
@@ -15,7 +14,8 @@ from extraction_pipeline.core.extraction.records import RecordStore
 from extraction_pipeline.core.extraction.schemas import load_schema
 from extraction_pipeline.core.model.config import AgentConfig
 from extraction_pipeline.core.settings import ExtractionSettings, Settings
-from extraction_pipeline.core.store import LocalObjectStore, ObjectStore
+from extraction_pipeline.core.store import ObjectStore
+from extraction_pipeline.instance.stores import open_store
 
 API_KEY_VARIABLE = "OPENAI_API_KEY"
 
@@ -40,7 +40,7 @@ class DocumentStoreResource(dg.ConfigurableResource):
         )
 
     def object_store(self) -> ObjectStore:
-        return LocalObjectStore(Path(self.data_dir))
+        return open_store(self.data_dir)
 
     def registry(self) -> DocumentRegistry:
         return DocumentRegistry(self.object_store())

@@ -1,0 +1,78 @@
+"""EXTRACTION_DATA_DIR=s3://...: the CLI's ingest, status and history with every stored byte
+in a real S3-compatible server (SeaweedFS on loopback) and Dagster's storage in Postgres."""
+
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
+from extraction_pipeline.instance.object_server import ObjectServer
+from extraction_pipeline.instance.stores import open_store
+from extraction_pipeline.simulator import SimulatorControl
+from extraction_pipeline_tests.e2e.test_cli_operations import CLI
+from extraction_pipeline_tests.pdfs import truncated_pdf
+from extraction_pipeline_tests.simulator_fixture import TEST_API_KEY
+
+
+def test_ingest_status_and_history_with_the_data_dir_on_object_storage(
+    tmp_path: Path,
+    object_server: ObjectServer,
+    s3_data_url: str,
+    pg_url: str,
+    model_simulator: SimulatorControl,
+) -> None:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "EXTRACTION_PG_URL": pg_url,
+        "OPENAI_BASE_URL": model_simulator.base_url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+        **object_server.client_env(),
+        "EXTRACTION_DATA_DIR": s3_data_url,
+        "EXTRACTION_INBOX": str(tmp_path / "inbox"),
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a.pdf").write_bytes(invoice_pdf(make_invoice(1, seed=5)))
+    (folder / "b.pdf").write_bytes(invoice_pdf(make_invoice(2, seed=5)))
+    (folder / "broken.pdf").write_bytes(truncated_pdf())
+
+    ingest = cli("ingest", str(folder), "--json")
+
+    assert ingest.returncode == 1, ingest.stderr[-2000:]
+    summary = json.loads(ingest.stdout)
+    assert summary["extracted"] == 2 and summary["failed_count"] == 1
+    store = open_store(s3_data_url, {"EXTRACTION_PG_URL": pg_url})
+    assert len(list(store.list("originals"))) == 3
+    documents = pq.read_table(io.BytesIO(store.get("tables/documents.parquet"))).to_pylist()
+    assert sorted(row["status"] for row in documents) == ["extracted", "extracted", "failed"]
+    invoices = pq.read_table(io.BytesIO(store.get("tables/invoices.parquet")))
+    assert invoices.num_rows == 2
+    assert store.exists("tables/dead_letters.parquet")
+    assert not (tmp_path / "data").exists()  # nothing went to a local data dir
+
+    status = json.loads(cli("status", "--json").stdout)
+    assert status["counts"]["extracted"] == 2 and status["counts"]["dead_letter"] == 1
+    history = json.loads(cli("history", "broken.pdf", "--json").stdout)
+    assert {a["job"] for a in history["attempts"]} == {"source_job"}  # unreadable: no extraction
+    again = cli("ingest", str(folder / "a.pdf"), "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["reused"] == 1
+
+    # The secret key is in no file the deployment wrote (logs, event log dumps, the store).
+    secret = object_server.secret_key
+    written = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
+    assert not [p for p in written if secret.encode() in p.read_bytes()]
+    stored = [
+        n for prefix in ("originals", "registry", "records", "tables") for n in store.list(prefix)
+    ]
+    assert stored and not [n for n in stored if secret.encode() in store.get(n)]
