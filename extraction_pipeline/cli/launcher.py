@@ -227,11 +227,28 @@ def run_dg(args: list[str], env: Mapping[str, str] | None = None) -> int:
         )
 
 
-def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
-    """Run the whole local deployment until interrupted; return the exit code."""
+def run_dev(
+    host: str, port: int, env: Mapping[str, str] | None = None, storage: str = "local"
+) -> int:
+    """Run the whole local deployment until interrupted; return the exit code. `storage`
+    "s3" keeps the data dir in a loopback S3-compatible server started here (cli.cluster)."""
     env = dict(os.environ if env is None else env)
     environment = resolve_environment(env)
     prepare_dagster_home(environment)
+    with contextlib.ExitStack() as stack:
+        exports: list[str] = []
+        if storage == "s3":
+            from extraction_pipeline.cli.cluster import client_exports, dev_object_storage
+
+            server = stack.enter_context(dev_object_storage(environment.dagster_home, env))
+            environment = resolve_environment(env)
+            exports = ["  CLI commands in another terminal need:", *client_exports(server)]
+        return _run_dev(environment, env, host, port, exports)
+
+
+def _run_dev(
+    environment: Environment, env: dict[str, str], host: str, port: int, exports: list[str]
+) -> int:
     environment.settings.inbox.mkdir(parents=True, exist_ok=True)
     if environment.settings.local_data_dir is not None:
         environment.settings.local_data_dir.mkdir(parents=True, exist_ok=True)
@@ -254,6 +271,7 @@ def run_dev(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
             f"  model          {environment.settings.extraction.model} "
             f"({environment.settings.extraction.api_mode} API, schema "
             f"{environment.settings.extraction.schema_ref})",
+            *exports,
             "  Ctrl-C stops everything started here.",
         )
         if simulator is not None:

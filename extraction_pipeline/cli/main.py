@@ -33,6 +33,12 @@ def _run(argv: Sequence[str] | None) -> int:
     )
     dev.add_argument("--host", default=os.environ.get("EXTRACTION_UI_HOST", "127.0.0.1"))
     dev.add_argument("--port", type=int, default=int(os.environ.get("EXTRACTION_UI_PORT", "3000")))
+    dev.add_argument(
+        "--storage",
+        choices=["local", "s3"],
+        default="local",
+        help="s3: keep the data dir in a loopback S3-compatible server (SeaweedFS) started too",
+    )
 
     demo = commands.add_parser("demo", help="copy sample invoice PDFs into the drop folder")
     demo.add_argument("--count", type=int, default=6, help="how many invoices (default 6)")
@@ -141,7 +147,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.command == "dev":
         from extraction_pipeline.cli.launcher import run_dev
 
-        return run_dev(args.host, args.port)
+        return run_dev(args.host, args.port, storage=args.storage)
     if args.command == "demo":
         return _demo(args.count)
     if args.command in ("history", "status", "archive", "ingest", "runs", "batch"):

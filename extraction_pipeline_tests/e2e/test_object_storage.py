@@ -4,15 +4,27 @@ in a real S3-compatible server (SeaweedFS on loopback) and Dagster's storage in 
 import io
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
 from extraction_pipeline.instance.object_server import ObjectServer
 from extraction_pipeline.instance.stores import open_store
 from extraction_pipeline.simulator import SimulatorControl
+from extraction_pipeline_tests.defs.helpers import drop
+from extraction_pipeline_tests.e2e.processes import (
+    PROJECT_ROOT,
+    answers,
+    free_port,
+    processes_mentioning,
+    start,
+    stop,
+    wait_for,
+)
 from extraction_pipeline_tests.e2e.test_cli_operations import CLI
 from extraction_pipeline_tests.pdfs import truncated_pdf
 from extraction_pipeline_tests.simulator_fixture import TEST_API_KEY
@@ -76,3 +88,48 @@ def test_ingest_status_and_history_with_the_data_dir_on_object_storage(
         n for prefix in ("originals", "registry", "records", "tables") for n in store.list(prefix)
     ]
     assert stored and not [n for n in stored if secret.encode() in store.get(n)]
+
+
+def test_dev_with_object_storage_extracts_a_dropped_pdf_into_it_and_stops_everything(
+    tmp_path: Path,
+    pg_url: str,
+    model_simulator: SimulatorControl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = free_port()
+    env = {
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "EXTRACTION_PG_URL": pg_url,
+        "EXTRACTION_INBOX": str(tmp_path / "inbox"),
+        "OPENAI_BASE_URL": model_simulator.base_url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+    }
+    log = tmp_path / "dev.log"
+    dev = start([CLI, "dev", "--port", str(port), "--storage", "s3"], env, log)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, "the UI")
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in log.read_text().splitlines()
+            if line.startswith("export ")
+        )
+        assert exports["EXTRACTION_DATA_DIR"] == "s3://extraction/data"
+        invoice = make_invoice(7, seed=3)
+        drop(tmp_path / "inbox", "dropped.pdf", invoice_pdf(invoice))
+        for name, value in exports.items():
+            monkeypatch.setenv(name, value)
+        store = open_store(exports["EXTRACTION_DATA_DIR"], {"EXTRACTION_PG_URL": pg_url})
+
+        def invoice_row() -> bool:
+            if not store.exists("tables/invoices.parquet"):
+                return False
+            table = pq.read_table(io.BytesIO(store.get("tables/invoices.parquet")))
+            return table.column("invoice_number").to_pylist() == [invoice.invoice_number]
+
+        wait_for(invoice_row, 120, "the dropped invoice's row in object storage")
+        assert not (tmp_path / "data").exists() and not (PROJECT_ROOT / "inbox").exists()
+    finally:
+        code = stop(dev, signal.SIGINT, timeout=90)
+    assert code == 0, log.read_text()[-3000:]
+    leftovers = [p for p in processes_mentioning(str(tmp_path)) if p.pid != os.getpid()]
+    assert leftovers == [], [p.cmdline() for p in leftovers]  # the object server too
