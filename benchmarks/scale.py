@@ -454,25 +454,21 @@ def stage_archive(ctx: dict[str, Any]) -> dict[str, Any]:
     daemon's removal of the partitions, key by key as Dagster's sensor daemon does), then every
     settled document archived at once (`extraction-pipeline archive --after-days 0`), and the
     ticks of (c) measured again on the live set that is left."""
-    from extraction_pipeline.core.documents.registry import DocumentRegistry
     from extraction_pipeline.core.operations.archive import ArchiveCursor
-    from extraction_pipeline.core.operations.lifecycle import RetryPolicy
     from extraction_pipeline.core.store import LocalObjectStore
     from extraction_pipeline.definitions import build_definitions
-    from extraction_pipeline.instance.archive import archive_pass, archive_settled
+    from extraction_pipeline.instance.archive import Standing, archive_pass, archive_settled
 
     settings = _settings(ctx)
     defs = build_definitions(settings)
-    registry = DocumentRegistry(LocalObjectStore(settings.data_dir))
-    policy = RetryPolicy(max_attempts=settings.operations.max_attempts)
+    store = LocalObjectStore(settings.data_dir)
     figures: dict[str, Any] = {}
     with _instance(ctx) as instance:
         live = len(instance.get_dynamic_partitions("documents"))
         began = time.perf_counter()
         with _profiled(ctx, "archive_settled tick"):
-            plan = archive_pass(
-                instance, registry, ArchiveCursor(), datetime.now(UTC), timedelta(0), policy
-            )
+            standing = Standing.read(instance, store)
+            plan = archive_pass(standing, store, ArchiveCursor(), datetime.now(UTC), timedelta(0))
         figures["archive_tick_s"] = round(time.perf_counter() - began, 3)
         began = time.perf_counter()
         for key in plan.archive:
@@ -481,7 +477,7 @@ def stage_archive(ctx: dict[str, Any]) -> dict[str, Any]:
         figures["archive_tick_daemon_s"] = round(time.perf_counter() - began, 3)
         figures["archive_tick_archived"] = len(plan.archive)
         began = time.perf_counter()
-        report = archive_settled(instance, registry, datetime.now(UTC), timedelta(0), policy)
+        report = archive_settled(instance, store, datetime.now(UTC), timedelta(0))
         seconds = time.perf_counter() - began
         figures["archive_all_s"] = round(seconds, 2)
         figures["archive_all_per_s"] = round(len(report.archived) / max(seconds, 1e-9))

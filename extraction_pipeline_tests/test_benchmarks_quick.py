@@ -121,7 +121,7 @@ def invariants(name: str, figures: dict, parameters: dict) -> None:
         # ones still due for a retry, which the retry schedule still takes.
         archive = figures["archive"]
         assert archive["live_after"] == sum(archive["kept"].values()) > 0
-        assert set(archive["kept"]) <= {"new", "failed"}
+        assert set(archive["kept"]) == {"unsettled"}
         assert archive["after"]["retry_failed_run_requests"] >= 1
     elif name == "batch":
         assert figures["invoice_tables_equal"] == 1  # the script writes 1 or 0

@@ -132,10 +132,9 @@ def archive(after_days: float | None, dry_run: bool, as_json: bool) -> int:
             return 2
         report = archive_settled(
             instance,
-            DocumentRegistry(open_store(environment.settings.data_dir)),
+            open_store(environment.settings.data_dir),
             datetime.now(UTC),
             timedelta(days=days),
-            RetryPolicy(max_attempts=operations.max_attempts),
             dry_run=dry_run,
         )
     verb = "would archive" if dry_run else "archived"
@@ -149,7 +148,7 @@ def archive(after_days: float | None, dry_run: bool, as_json: bool) -> int:
         }
         print(json.dumps(payload, indent=2))
         return 0
-    kept = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(report.kept.items()))
+    kept = ", ".join(f"{n} {reason}" for reason, n in sorted(report.kept.items()))
     print(
         f"{verb} {len(report.archived)} of {report.live_before} documents (settled, registered "
         f"{days:g} days ago or more); kept: {kept or 'none'}"

@@ -84,8 +84,10 @@ def resolve_environment(env: Mapping[str, str] | None = None) -> Environment:
 def prepare_dagster_home(environment: Environment) -> None:
     """Create DAGSTER_HOME and (re)write its dagster.yaml from the package's, unless the user has
     taken the copy over by deleting the marker line."""
+    from extraction_pipeline.instance.instance_yaml import instance_yaml
+
     environment.dagster_home.mkdir(parents=True, exist_ok=True)
-    source = INSTANCE_TEMPLATE.read_text()
+    source = instance_yaml(INSTANCE_TEMPLATE.read_text(), environment.settings)
     target = environment.dagster_home / "dagster.yaml"
     if not target.exists() or MANAGED_MARKER in target.read_text():
         target.write_text(source)

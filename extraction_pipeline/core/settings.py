@@ -176,6 +176,24 @@ class Settings(_FromEnv):
     tables_interval_seconds: int = setting(
         "EXTRACTION_TABLES_INTERVAL", 10, "Seconds between table-automation evaluations", ge=1
     )
+    celery_broker: str | None = setting(
+        "EXTRACTION_CELERY_BROKER",
+        None,
+        "Celery broker URL; when set, runs execute on Celery workers (dagster-celery)",
+        repr=False,
+    )
+    celery_backend: str | None = setting(
+        "EXTRACTION_CELERY_BACKEND",
+        None,
+        "Celery result backend URL; default: the deployment's Postgres",
+        repr=False,
+    )
+    celery_queue: str = setting(
+        "EXTRACTION_CELERY_QUEUE", "dagster", "The Celery queue runs are sent to and workers read"
+    )
+    run_slots: int = setting(
+        "EXTRACTION_RUN_SLOTS", 4, "Runs executing at once (on Celery: worker processes)", ge=1
+    )
     extraction: ExtractionSettings = ExtractionSettings()
     operations: OperationsSettings = OperationsSettings()
 

@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from extraction_pipeline.core.operations.archive import WINDOW, ArchiveCursor
-from extraction_pipeline.core.operations.lifecycle import RetryPolicy
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.resources import DocumentStoreResource
-from extraction_pipeline.instance.archive import archive_pass
+from extraction_pipeline.instance.archive import Standing, archive_pass
 from extraction_pipeline.instance.names import documents_partitions
 
 ARCHIVE_INTERVAL_SECONDS = 60
@@ -19,7 +18,6 @@ ARCHIVE_INTERVAL_SECONDS = 60
 def build_archive_sensor(settings: Settings) -> dg.SensorDefinition:
     operations = settings.operations
     after_days = operations.archive_after_days
-    policy = RetryPolicy(max_attempts=operations.max_attempts)
 
     @dg.sensor(
         name="archive_settled",
@@ -37,13 +35,13 @@ def build_archive_sensor(settings: Settings) -> dg.SensorDefinition:
     ) -> dg.SensorResult:
         if after_days <= 0:
             return dg.SensorResult(skip_reason="archiving is off (EXTRACTION_ARCHIVE_AFTER_DAYS=0)")
+        store = document_store.object_store()
         plan = archive_pass(
-            context.instance,
-            document_store.registry(),
+            Standing.read(context.instance, store),
+            store,
             ArchiveCursor.parse(context.cursor),
             datetime.now(UTC),
             timedelta(days=after_days),
-            policy,
         )
         cursor = plan.cursor.serialize()
         if not plan.archive:

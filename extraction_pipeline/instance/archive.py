@@ -13,31 +13,47 @@ from extraction_pipeline.core.operations.archive import (
     plan_archive,
     window,
 )
-from extraction_pipeline.core.operations.lifecycle import RetryPolicy, classify
-from extraction_pipeline.instance.facts import all_document_keys, document_facts
-from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME
+from extraction_pipeline.core.operations.dead_letters import DeadLetterStore
+from extraction_pipeline.core.store import ObjectStore
+from extraction_pipeline.instance.facts import all_document_keys, busy_documents
+from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME, EXTRACTION_KEY
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What a pass needs to know of every live document, read once: three cheap reads (the
+    extracted partitions from Dagster's status cache, the unfinished runs and open batches,
+    the dead letters' names), not each document's full state."""
+
+    keys: list[str]
+    settled: set[str]
+    busy: set[str]
+
+    @classmethod
+    def read(cls, instance: dg.DagsterInstance, store: ObjectStore) -> "Standing":
+        keys = all_document_keys(instance)
+        extracted = set(instance.get_materialized_partitions(EXTRACTION_KEY))
+        settled = extracted | DeadLetterStore(store).keys()
+        return cls(keys, settled, busy_documents(instance, keys))
 
 
 def archive_pass(
-    instance: dg.DagsterInstance,
-    registry: DocumentRegistry,
+    standing: Standing,
+    store: ObjectStore,
     cursor: ArchiveCursor,
     now: datetime,
     after: timedelta,
-    policy: RetryPolicy,
     size: int = WINDOW,
 ) -> ArchivePlan:
     """One window of the live partitions, judged: what the `archive_settled` sensor does per
     tick (the daemon then removes the partitions)."""
-    keys = all_document_keys(instance)
-    start, stop = window(cursor, len(keys), size)
-    chunk = keys[start:stop]
-    states = {
-        facts.document_key: classify(facts, policy)
-        for facts in document_facts(instance, chunk, ordered_keys=keys)
-    }
+    start, stop = window(cursor, len(standing.keys), size)
+    chunk = standing.keys[start:stop]
+    registry = DocumentRegistry(store)
     registered = {key: _registered_at(registry, key) for key in chunk}
-    return plan_archive(start, chunk, states, registered, now, after, len(keys))
+    return plan_archive(
+        start, chunk, standing.settled, standing.busy, registered, now, after, len(standing.keys)
+    )
 
 
 @dataclass
@@ -48,30 +64,29 @@ class ArchiveReport:
 
     def add(self, plan: ArchivePlan) -> None:
         self.archived.extend(plan.archive)
-        for state, count in plan.kept.items():
-            self.kept[state] = self.kept.get(state, 0) + count
+        for reason, count in plan.kept.items():
+            self.kept[reason] = self.kept.get(reason, 0) + count
 
 
 def archive_settled(
     instance: dg.DagsterInstance,
-    registry: DocumentRegistry,
+    store: ObjectStore,
     now: datetime,
     after: timedelta,
-    policy: RetryPolicy,
     dry_run: bool = False,
 ) -> ArchiveReport:
-    """Every live partition in one go, window by window (`extraction-pipeline archive`)."""
-    report = ArchiveReport(live_before=len(all_document_keys(instance)))
-    cursor = ArchiveCursor()
+    """Every live partition in one go (`extraction-pipeline archive`), window by window over
+    one reading of the documents' standing."""
+    standing = Standing.read(instance, store)
+    report = ArchiveReport(live_before=len(standing.keys))
+    start = 0
     while True:
-        plan = archive_pass(instance, registry, cursor, now, after, policy)
+        plan = archive_pass(standing, store, ArchiveCursor(start), now, after)
         report.add(plan)
-        if dry_run:
-            cursor = ArchiveCursor(plan.start + plan.examined)
-        else:
+        if not dry_run:
             for key in plan.archive:
                 instance.delete_dynamic_partition(DOCUMENTS_PARTITIONS_NAME, key)
-            cursor = plan.cursor
+        start = plan.start + plan.examined  # over the same reading: removed keys still count
         if plan.wrapped:
             return report
 

@@ -16,15 +16,10 @@ is younger still, so the next pass starts again from the head.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from extraction_pipeline.core.operations.lifecycle import DocumentState
-
-SETTLED = frozenset(
-    {DocumentState.EXTRACTED, DocumentState.NEEDS_REVIEW, DocumentState.DEAD_LETTER}
-)
 WINDOW = 500  # live keys looked at per pass: bounds a sensor tick and the daemon's removals
 
 
@@ -51,11 +46,11 @@ class ArchivePlan:
     cursor: ArchiveCursor  # for the next pass, once `archive` is removed
     start: int  # index of the first key looked at
     examined: int
-    kept: dict[str, int] = field(default_factory=dict)  # state -> documents kept in the window
+    kept: dict[str, int] = field(default_factory=dict)  # reason -> documents kept
     wrapped: bool = False  # the pass reached the young end (or the last key): start again
 
     def summary(self) -> str:
-        kept = ", ".join(f"{n} {state}" for state, n in sorted(self.kept.items())) or "none"
+        kept = ", ".join(f"{n} {reason}" for reason, n in sorted(self.kept.items())) or "none"
         return f"archived {len(self.archive)} of {self.examined} examined; kept: {kept}"
 
 
@@ -68,7 +63,8 @@ def window(cursor: ArchiveCursor, live: int, size: int = WINDOW) -> tuple[int, i
 def plan_archive(
     start: int,
     keys: Sequence[str],
-    states: Mapping[str, DocumentState],
+    settled: Collection[str],
+    busy: Collection[str],
     registered_at: Mapping[str, datetime | None],
     now: datetime,
     after: timedelta,
@@ -76,20 +72,26 @@ def plan_archive(
 ) -> ArchivePlan:
     """Decide one pass over `keys`, the live keys from index `start` (of `live` in all).
 
-    A key the registry does not know (added by hand in the UI, say) is kept: nothing says when
-    it came or that its history is complete."""
+    `settled`: extracted documents (needing review or not) and dead letters; `busy`: documents
+    some unfinished run or open batch holds (a settled one being run again stays). Kept, by
+    reason: "busy", "unsettled" (new, or failed and due for a retry), "unregistered" (a key
+    added by hand in the UI: nothing says when it came or that its history is complete)."""
     archive: list[str] = []
     kept: dict[str, int] = {}
     for index, key in enumerate(keys):
-        state = states.get(key)
         registered = registered_at.get(key)
         if registered is not None and now - registered < after:
             return ArchivePlan(tuple(archive), ArchiveCursor(), start, index, kept, wrapped=True)
-        if registered is not None and state in SETTLED:
+        if registered is None:
+            reason = "unregistered"
+        elif key in busy:
+            reason = "busy"
+        elif key not in settled:
+            reason = "unsettled"
+        else:
             archive.append(key)
             continue
-        name = "unknown" if registered is None or state is None else state.value
-        kept[name] = kept.get(name, 0) + 1
+        kept[reason] = kept.get(reason, 0) + 1
     wrapped = start + len(keys) >= live
     cursor = ArchiveCursor() if wrapped else ArchiveCursor(start + sum(kept.values()))
     return ArchivePlan(tuple(archive), cursor, start, len(keys), kept, wrapped)

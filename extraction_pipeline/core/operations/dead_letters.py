@@ -156,6 +156,14 @@ class DeadLetterStore:
         self.write_table()
         return True
 
+    def keys(self) -> set[str]:
+        """The dead letters' document keys, from the listing alone (no object read)."""
+        return {
+            name.removeprefix(f"{PREFIX}/").removesuffix(".json")
+            for name in self.store.list(PREFIX)
+            if name.endswith(".json")
+        }
+
     def all(self) -> list[DeadLetter]:
         return sorted(
             (

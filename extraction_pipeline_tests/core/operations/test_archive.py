@@ -10,7 +10,6 @@ from extraction_pipeline.core.operations.archive import (
     plan_archive,
     window,
 )
-from extraction_pipeline.core.operations.lifecycle import DocumentState as S
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 AFTER = timedelta(days=30)
@@ -18,53 +17,46 @@ OLD, YOUNG = NOW - timedelta(days=40), NOW - timedelta(days=1)
 
 
 def plan(
-    states: dict[str, S | None],
-    registered: dict[str, datetime | None],
+    keys: list[str],
+    settled: set[str],
+    busy: set[str] = frozenset(),  # type: ignore[assignment]
+    registered: dict[str, datetime | None] | None = None,
     start: int = 0,
     live: int | None = None,
 ) -> ArchivePlan:
-    keys = list(states)
-    known = {k: v for k, v in states.items() if v is not None}
-    return plan_archive(start, keys, known, registered, NOW, AFTER, live or start + len(keys))
+    registered = dict.fromkeys(keys, OLD) if registered is None else registered
+    return plan_archive(
+        start, keys, settled, busy, registered, NOW, AFTER, live or start + len(keys)
+    )
 
 
-def test_settled_old_documents_go_and_the_others_stay_counted_by_state() -> None:
-    states = {
-        "extracted": S.EXTRACTED,
-        "review": S.NEEDS_REVIEW,
-        "dead": S.DEAD_LETTER,
-        "failed": S.FAILED,
-        "running": S.RUNNING,
-        "queued": S.QUEUED,
-        "batch": S.IN_BATCH,
-        "new": S.NEW,
-    }
-    result = plan(states, dict.fromkeys(states, OLD))
-    assert result.archive == ("extracted", "review", "dead")
-    assert result.kept == {"failed": 1, "running": 1, "queued": 1, "in_batch": 1, "new": 1}
+def test_settled_old_documents_go_and_the_others_stay_counted_by_reason() -> None:
+    keys = ["extracted", "dead", "rerun", "failed", "new"]
+    result = plan(keys, settled={"extracted", "dead", "rerun"}, busy={"rerun"})
+    assert result.archive == ("extracted", "dead")
+    assert result.kept == {"busy": 1, "unsettled": 2}
     assert result.wrapped and result.cursor == ArchiveCursor()
 
 
 def test_the_first_young_document_ends_the_pass_and_the_next_starts_at_the_head() -> None:
-    states = {"a": S.EXTRACTED, "b": S.FAILED, "young": S.EXTRACTED, "after": S.EXTRACTED}
+    keys = ["a", "b", "young", "after"]
     registered = {"a": OLD, "b": OLD, "young": YOUNG, "after": OLD}
-    result = plan(states, registered, start=3, live=100)
-    assert result.archive == ("a",)
+    result = plan(keys, settled=set(keys), registered=registered, start=3, live=100)
+    assert result.archive == ("a", "b")
     assert result.examined == 2 and result.wrapped
     assert result.cursor == ArchiveCursor(0)
 
 
 def test_a_full_window_moves_the_cursor_past_the_documents_it_kept() -> None:
-    states = {"a": S.EXTRACTED, "b": S.FAILED, "c": S.NEW, "d": S.DEAD_LETTER}
-    result = plan(states, dict.fromkeys(states, OLD), start=5, live=100)
+    result = plan(["a", "b", "c", "d"], settled={"a", "d"}, start=5, live=100)
     assert result.archive == ("a", "d") and not result.wrapped
     # Five kept before the window, two kept in it: "a" and "d" will be gone.
     assert result.cursor == ArchiveCursor(7)
 
 
 def test_a_key_the_registry_does_not_know_is_kept() -> None:
-    result = plan({"by-hand": S.EXTRACTED}, {"by-hand": None})
-    assert result.archive == () and result.kept == {"unknown": 1}
+    result = plan(["by-hand"], settled={"by-hand"}, registered={"by-hand": None})
+    assert result.archive == () and result.kept == {"unregistered": 1}
 
 
 @pytest.mark.parametrize(
