@@ -35,7 +35,7 @@ from extraction_pipeline.instance.dagster_compat import (
     ConfigurableClassData,
     WorkerStatus,
 )
-from extraction_pipeline.instance.postgres import libpq_dsn
+from extraction_pipeline.instance.postgres import normalize_url
 
 CELERY_CONFIG: dict[str, Any] = {
     **DEFAULT_CONFIG,
@@ -56,7 +56,8 @@ def celery_app_args(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ValueError("EXTRACTION_CELERY_BROKER is not set")
     backend = settings.celery_backend
     if not backend:
-        backend = "db+" + libpq_dsn(env["EXTRACTION_PG_URL"])
+        # With the psycopg2 driver named: SQLAlchemy 2.1 would pick psycopg 3 for postgresql://.
+        backend = "db+" + normalize_url(env["EXTRACTION_PG_URL"])
     return {
         "broker": settings.celery_broker,
         "backend": backend,
