@@ -230,27 +230,46 @@ def run_dg(args: list[str], env: Mapping[str, str] | None = None) -> int:
 
 
 def run_dev(
-    host: str, port: int, env: Mapping[str, str] | None = None, storage: str = "local"
+    host: str,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    storage: str = "local",
+    workers: int = 0,
 ) -> int:
     """Run the whole local deployment until interrupted; return the exit code. `storage`
-    "s3" keeps the data dir in a loopback S3-compatible server started here (cli.cluster)."""
+    "s3" keeps the data dir in a loopback S3-compatible server started here; `workers` > 0 runs
+    the runs on that many Celery workers (cli.cluster)."""
+    from extraction_pipeline.cli import cluster
+
     env = dict(os.environ if env is None else env)
+    if workers:
+        env["EXTRACTION_CELERY_BROKER"] = cluster.choose_broker(env)
+        env.setdefault("EXTRACTION_RUN_SLOTS", str(workers))
     environment = resolve_environment(env)
-    prepare_dagster_home(environment)
     with contextlib.ExitStack() as stack:
         exports: list[str] = []
         if storage == "s3":
-            from extraction_pipeline.cli.cluster import client_exports, dev_object_storage
-
-            server = stack.enter_context(dev_object_storage(environment.dagster_home, env))
+            server = stack.enter_context(cluster.dev_object_storage(environment.dagster_home, env))
             environment = resolve_environment(env)
-            exports = ["  CLI commands in another terminal need:", *client_exports(server)]
-        return _run_dev(environment, env, host, port, exports)
+            exports = ["  CLI commands in another terminal need:", *cluster.client_exports(server)]
+        if workers:
+            exports.append(
+                f"  Celery workers {workers} (broker {mask_url(env['EXTRACTION_CELERY_BROKER'])})"
+            )
+        prepare_dagster_home(environment)
+        return _run_dev(environment, env, host, port, exports, workers)
 
 
 def _run_dev(
-    environment: Environment, env: dict[str, str], host: str, port: int, exports: list[str]
+    environment: Environment,
+    env: dict[str, str],
+    host: str,
+    port: int,
+    exports: list[str],
+    workers: int,
 ) -> int:
+    from extraction_pipeline.cli import cluster
+
     environment.settings.inbox.mkdir(parents=True, exist_ok=True)
     if environment.settings.local_data_dir is not None:
         environment.settings.local_data_dir.mkdir(parents=True, exist_ok=True)
@@ -297,6 +316,12 @@ def _run_dev(
             env=environment.child_env(url, env),
             start_new_session=True,  # its own process group: we stop all of it, and only it
         )
+        worker_processes = cluster.start_workers(
+            workers,
+            environment.child_env(url, env),
+            environment.project_root,
+            environment.settings.celery_queue,
+        )
         threading.Thread(target=_announce_when_ready, args=(ui, stop), daemon=True).start()
         try:
             while process.poll() is None and not stop.is_set():
@@ -305,6 +330,8 @@ def _run_dev(
             # Room for the runs' grace period, their last events and Dagster's own shutdown.
             grace = environment.settings.extraction.stop_grace_seconds + STOP_MARGIN_SECONDS
             code = _stop_process_group(process, grace)
+            for worker in worker_processes:
+                _stop_process_group(worker, grace)
     _say("extraction-pipeline dev: stopped")
     return 0 if stop.is_set() else code
 

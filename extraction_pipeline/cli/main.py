@@ -9,13 +9,14 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from extraction_pipeline.cli.cluster import NoBroker
     from extraction_pipeline.cli.launcher import ProjectNotFound
     from extraction_pipeline.core.settings import SettingsError
     from extraction_pipeline.instance.stores import StoreConfigurationError
 
     try:
         return _run(argv)
-    except (ProjectNotFound, SettingsError, StoreConfigurationError) as error:
+    except (ProjectNotFound, SettingsError, StoreConfigurationError, NoBroker) as error:
         # A setting or the place it was run from is wrong: say which, no traceback (exit 2).
         print(f"extraction-pipeline: error: {error}", file=sys.stderr)
         return 2
@@ -38,6 +39,13 @@ def _run(argv: Sequence[str] | None) -> int:
         choices=["local", "s3"],
         default="local",
         help="s3: keep the data dir in a loopback S3-compatible server (SeaweedFS) started too",
+    )
+    dev.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the runs on this many Celery workers (needs a broker: EXTRACTION_CELERY_BROKER, "
+        "or RabbitMQ/Redis on this machine)",
     )
 
     demo = commands.add_parser("demo", help="copy sample invoice PDFs into the drop folder")
@@ -147,7 +155,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.command == "dev":
         from extraction_pipeline.cli.launcher import run_dev
 
-        return run_dev(args.host, args.port, storage=args.storage)
+        return run_dev(args.host, args.port, storage=args.storage, workers=args.workers)
     if args.command == "demo":
         return _demo(args.count)
     if args.command in ("history", "status", "archive", "ingest", "runs", "batch"):

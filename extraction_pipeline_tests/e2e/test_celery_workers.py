@@ -8,7 +8,6 @@ import io
 import os
 import re
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -34,7 +33,6 @@ from extraction_pipeline_tests.e2e.processes import processes_mentioning, start,
 from extraction_pipeline_tests.simulator_fixture import TEST_API_KEY
 
 DAGSTER_DAEMON = str(Path(sys.executable).parent / "dagster-daemon")
-BROKERS = (("pyamqp://guest:guest@127.0.0.1:5672//", 5672), ("redis://127.0.0.1:6379/15", 6379))
 RECEIVED = re.compile(r"Task execute_job\[([0-9a-f-]+)\] received")
 SUCCEEDED = re.compile(r"Task execute_job\[([0-9a-f-]+)\] succeeded")
 DOCUMENTS = 24
@@ -56,22 +54,6 @@ def answered_numbers(
         if request["status_code"] == 200 and request["started_at"] >= after:
             answered.update(n for n in numbers if n in request["document_excerpt"])
     return answered
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.fixture
-def broker_url() -> str:
-    for url, port in BROKERS:
-        if _listening(port):
-            return url
-    if os.environ.get("CI", "").lower() in ("1", "true"):
-        pytest.fail("no RabbitMQ on 127.0.0.1:5672 and no Redis on 127.0.0.1:6379")
-    pytest.skip("no RabbitMQ or Redis on 127.0.0.1")
 
 
 def test_runs_spread_over_two_workers_and_a_killed_worker_loses_no_document(

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -90,14 +91,18 @@ def test_ingest_status_and_history_with_the_data_dir_on_object_storage(
     assert stored and not [n for n in stored if secret.encode() in store.get(n)]
 
 
-def test_dev_with_object_storage_extracts_a_dropped_pdf_into_it_and_stops_everything(
+def test_dev_with_object_storage_and_workers_extracts_a_dropped_pdf_and_stops_everything(
     tmp_path: Path,
     pg_url: str,
     model_simulator: SimulatorControl,
     monkeypatch: pytest.MonkeyPatch,
+    broker_url: str,
 ) -> None:
     port = free_port()
+    queue = f"extraction-dev-test-{uuid.uuid4().hex[:8]}"
     env = {
+        "EXTRACTION_CELERY_BROKER": broker_url,
+        "EXTRACTION_CELERY_QUEUE": queue,
         "DAGSTER_HOME": str(tmp_path / "home"),
         "EXTRACTION_PG_URL": pg_url,
         "EXTRACTION_INBOX": str(tmp_path / "inbox"),
@@ -105,7 +110,8 @@ def test_dev_with_object_storage_extracts_a_dropped_pdf_into_it_and_stops_everyt
         "OPENAI_API_KEY": TEST_API_KEY,
     }
     log = tmp_path / "dev.log"
-    dev = start([CLI, "dev", "--port", str(port), "--storage", "s3"], env, log)
+    command = [CLI, "dev", "--port", str(port), "--storage", "s3", "--workers", "2"]
+    dev = start(command, env, log)
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, "the UI")
         exports = dict(
@@ -114,6 +120,9 @@ def test_dev_with_object_storage_extracts_a_dropped_pdf_into_it_and_stops_everyt
             if line.startswith("export ")
         )
         assert exports["EXTRACTION_DATA_DIR"] == "s3://extraction/data"
+        assert "Celery workers 2" in log.read_text()
+        workers = [p for p in processes_mentioning(queue) if "celery_app" in " ".join(p.cmdline())]
+        assert len(workers) >= 2  # two workers (and their pools' children)
         invoice = make_invoice(7, seed=3)
         drop(tmp_path / "inbox", "dropped.pdf", invoice_pdf(invoice))
         for name, value in exports.items():
@@ -131,5 +140,9 @@ def test_dev_with_object_storage_extracts_a_dropped_pdf_into_it_and_stops_everyt
     finally:
         code = stop(dev, signal.SIGINT, timeout=90)
     assert code == 0, log.read_text()[-3000:]
-    leftovers = [p for p in processes_mentioning(str(tmp_path)) if p.pid != os.getpid()]
-    assert leftovers == [], [p.cmdline() for p in leftovers]  # the object server too
+    leftovers = [
+        p
+        for p in [*processes_mentioning(str(tmp_path)), *processes_mentioning(queue)]
+        if p.pid != os.getpid()
+    ]
+    assert leftovers == [], [p.cmdline() for p in leftovers]  # object server and workers too
