@@ -57,6 +57,13 @@ CASES = [
         id="batch",
     ),
     pytest.param(
+        "scale_out",
+        [],  # its figures are per case: see invariants
+        300,
+        marks=pytest.mark.benchmark,
+        id="scale_out",
+    ),
+    pytest.param(
         "throughput",
         [
             "plain.docs_per_s",
@@ -123,6 +130,13 @@ def invariants(name: str, figures: dict, parameters: dict) -> None:
         assert archive["live_after"] == sum(archive["kept"].values()) > 0
         assert set(archive["kept"]) == {"unsettled"}
         assert archive["after"]["retry_failed_run_requests"] >= 1
+    elif name == "scale_out":
+        # Each worker count extracted every document once, within the deployment's cap.
+        n, cap = parameters["documents"], parameters["concurrency"]
+        assert all(figures["self_checks"].values()), figures["self_checks"]
+        for case in figures["cases"]:
+            assert case["model_calls"] == n and case["invoice_rows"] == n, case
+            assert case["peak_in_flight"] <= cap and sum(case["runs_per_worker"]) >= 1, case
     elif name == "batch":
         assert figures["invoice_tables_equal"] == 1  # the script writes 1 or 0
         assert 0.45 <= figures["cost_ratio_batch_over_online"] <= 0.55
