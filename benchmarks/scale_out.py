@@ -23,7 +23,6 @@ import contextlib
 import io
 import os
 import re
-import socket
 import sys
 import time
 import uuid
@@ -47,7 +46,6 @@ from common import (
     write_results,
 )
 
-BROKERS = (("pyamqp://guest:guest@127.0.0.1:5672//", 5672), ("redis://127.0.0.1:6379/14", 6379))
 RECEIVED = re.compile(r"Task execute_job\[([0-9a-f-]+)\] received")
 
 
@@ -64,15 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.documents = args.documents or (40 if args.quick else 800)
     args.workers = [int(w) for w in (args.workers or ("1,2" if args.quick else "1,2,4")).split(",")]
     return args
-
-
-def local_broker() -> str:
-    for url, port in BROKERS:
-        with socket.socket() as probe:
-            probe.settimeout(1)
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return url
-    raise SystemExit("no RabbitMQ on 127.0.0.1:5672 and no Redis on 6379: nothing to measure")
 
 
 def run_case(
@@ -150,11 +139,14 @@ def run_case(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from extraction_pipeline.cli.cluster import local_broker
     from extraction_pipeline.instance.object_server import ObjectServer
 
     args = parse_args(argv)
     exit_on_sigterm()
     broker = local_broker()
+    if broker is None:
+        raise SystemExit("no RabbitMQ on 127.0.0.1:5672 and no Redis on 6379: nothing to measure")
     cases: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(scratch_dir(args.keep))

@@ -11,12 +11,12 @@ with neither, the test skips, except in CI.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from extraction_pipeline.cli.cluster import local_broker
 from extraction_pipeline.instance.object_server import (
     ObjectServer,
     ObjectServerUnavailable,
@@ -47,24 +47,15 @@ def s3_data_url(object_server: ObjectServer, monkeypatch: pytest.MonkeyPatch) ->
     return object_server.url(f"test-{uuid.uuid4().hex[:10]}")
 
 
-BROKERS = (("pyamqp://guest:guest@127.0.0.1:5672//", 5672), ("redis://127.0.0.1:6379/15", 6379))
-
-
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true")
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture
 def broker_url() -> str:
-    for url, port in BROKERS:
-        if _listening(port):
-            return url
+    url = local_broker()
+    if url is not None:
+        return url
     if _in_ci():
         pytest.fail("no RabbitMQ on 127.0.0.1:5672 and no Redis on 127.0.0.1:6379")
     pytest.skip("no RabbitMQ or Redis on 127.0.0.1")

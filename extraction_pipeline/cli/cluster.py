@@ -58,16 +58,21 @@ class NoBroker(Exception):
     """`--workers` without a broker to use."""
 
 
-def choose_broker(env: dict[str, str]) -> str:
-    """EXTRACTION_CELERY_BROKER, else a local RabbitMQ or Redis on its default port."""
-    configured = env.get("EXTRACTION_CELERY_BROKER")
-    if configured:
-        return configured
+def local_broker() -> str | None:
+    """The URL of a RabbitMQ, else a Redis, answering on its default port on this machine."""
     for url, port in LOCAL_BROKERS:
         with socket.socket() as probe:
             probe.settimeout(0.5)
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return url
+    return None
+
+
+def choose_broker(env: dict[str, str]) -> str:
+    """EXTRACTION_CELERY_BROKER, else a local RabbitMQ or Redis on its default port."""
+    broker = env.get("EXTRACTION_CELERY_BROKER") or local_broker()
+    if broker:
+        return broker
     raise NoBroker(
         "--workers needs a Celery broker: set EXTRACTION_CELERY_BROKER, or run RabbitMQ "
         "(e.g. `docker run -d -p 5672:5672 rabbitmq`) or Redis on this machine"
