@@ -100,20 +100,25 @@ class Deployment:
 
     def answered_documents(self, after: float = 0.0) -> Counter[str]:
         """Invoice numbers the model answered successfully (paid calls), counted."""
-        answered: Counter[str] = Counter()
-        for request in self.simulator.requests()["requests"]:
-            if request["status_code"] != 200 or request["started_at"] < after:
-                continue
-            for number in self.invoice_numbers.values():
-                if number in request["document_excerpt"]:
-                    answered[number] += 1
-        return answered
+        return answered_numbers(self.simulator, set(self.invoice_numbers.values()), after)
 
     def extracted_numbers(self) -> set[str]:
         """Invoice numbers whose extraction is stored in the data dir (paid and kept)."""
         cache = self.data_dir / "cache" / "extractions"
         texts = [path.read_text() for path in cache.glob("*/*.json")] if cache.exists() else []
         return {n for n in self.invoice_numbers.values() if any(n in text for text in texts)}
+
+
+def answered_numbers(
+    simulator: SimulatorControl, numbers: set[str], after: float = 0.0
+) -> Counter[str]:
+    """Which of the invoice `numbers` the model answered successfully (paid calls) since
+    `after`, counted."""
+    answered: Counter[str] = Counter()
+    for request in simulator.requests()["requests"]:
+        if request["status_code"] == 200 and request["started_at"] >= after:
+            answered.update(n for n in numbers if n in request["document_excerpt"])
+    return answered
 
 
 def table_rows(data_dir: Path, name: str) -> list[dict]:

@@ -11,7 +11,6 @@ import signal
 import sys
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -29,6 +28,7 @@ from extraction_pipeline.instance.object_server import ObjectServer
 from extraction_pipeline.instance.stores import open_store
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import drop
+from extraction_pipeline_tests.e2e.deployment import answered_numbers
 from extraction_pipeline_tests.e2e.processes import processes_mentioning, start, stop, wait_for
 from extraction_pipeline_tests.simulator_fixture import TEST_API_KEY
 
@@ -43,17 +43,6 @@ def stored_numbers(store: ObjectStore, numbers: set[str]) -> set[str]:
     """Invoice numbers whose model answer is stored (paid and kept)."""
     texts = [store.get(name).decode() for name in store.list("cache")]
     return {n for n in numbers if any(n in text for text in texts)}
-
-
-def answered_numbers(
-    simulator: SimulatorControl, numbers: set[str], after: float = 0.0
-) -> Counter[str]:
-    """Invoice numbers the model answered (paid calls), counted."""
-    answered: Counter[str] = Counter()
-    for request in simulator.requests()["requests"]:
-        if request["status_code"] == 200 and request["started_at"] >= after:
-            answered.update(n for n in numbers if n in request["document_excerpt"])
-    return answered
 
 
 def test_runs_spread_over_two_workers_and_a_killed_worker_loses_no_document(
