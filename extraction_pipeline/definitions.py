@@ -18,7 +18,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     tables = build_table_assets(settings.extraction.schema_ref)
     return dg.Definitions(
         assets=[
-            build_document_assets(settings.extraction, settings.operations.max_attempts),
+            build_document_assets(
+                settings.extraction,
+                settings.operations.max_attempts,
+                settings.documents_per_run,
+            ),
             tables,
             dead_letters_asset,
             model_batches_asset,

@@ -31,7 +31,6 @@ from extraction_pipeline.core.extraction.records import RecordStore
 from extraction_pipeline.core.model.config import AgentConfig
 from extraction_pipeline.core.operations.lifecycle import contiguous_batches
 from extraction_pipeline.defs.jobs import intake_job
-from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN as MAX_PER_RUN
 from extraction_pipeline.instance.batches import BatchEntry, batch_entries, find_batch
 from extraction_pipeline.instance.document_runs import DocumentsRun
 from extraction_pipeline.instance.facts import all_document_keys, never_attempted
@@ -80,13 +79,14 @@ def submit(paths: list[str], pending: bool, as_json: bool) -> int:
         return 2
     tags = {TRIGGER_TAG: "batch-submit", MODE_TAG: "batch"}
     with local_instance(dict(os.environ)) as (instance, environment):
+        per_run = environment.settings.documents_per_run
         if pending:
             ordered = all_document_keys(instance)
-            groups = contiguous_batches(ordered, never_attempted(instance, ordered), MAX_PER_RUN)
+            groups = contiguous_batches(ordered, never_attempted(instance, ordered), per_run)
             runs = [DocumentsRun(intake_job.name, keys, tags) for keys in groups]
         else:
             # As few runs (so batches) as can be: each run submits its documents together.
-            plan = plan_ingest(instance, environment.settings, files, tags, MAX_PER_RUN)
+            plan = plan_ingest(instance, environment.settings, files, tags, per_run)
             runs = plan.runs
         queued, refusal = queue_runs(webserver, instance, runs)
         chains = _wait_for(instance, [run_id for _, run_id in queued])

@@ -31,7 +31,6 @@ from extraction_pipeline.core.operations.lifecycle import contiguous_batches
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import ObjectStore
 from extraction_pipeline.definitions import build_definitions
-from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.run_sensors import settle_run
 from extraction_pipeline.instance.document_runs import DocumentsRun
 from extraction_pipeline.instance.names import (
@@ -120,7 +119,8 @@ def plan_ingest(
 ) -> IngestPlan:
     """Register `files` as the inbox sensor would, add the new `documents` partitions and plan
     the runs, tagged `run_tags`: ranges of adjacent documents, about 20 runs (at most
-    MAX_DOCUMENTS_PER_RUN documents each) unless `batch_size` says how many documents a run takes.
+    EXTRACTION_DOCUMENTS_PER_RUN documents each) unless `batch_size` says how many documents a
+    run takes.
     """
     plan = _register(DocumentRegistry(open_store(settings.data_dir)), settings, files)
     readable = plan.readable_keys
@@ -130,7 +130,7 @@ def plan_ingest(
     if new_keys:
         instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, new_keys)
     ordered = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
-    size = batch_size or max(1, min(MAX_DOCUMENTS_PER_RUN, -(-len(readable) // 20)))
+    size = batch_size or max(1, min(settings.documents_per_run, -(-len(readable) // 20)))
     plan.runs.extend(
         DocumentsRun("source_job", batch, dict(run_tags))
         for batch in contiguous_batches(ordered, plan.unreadable, size)

@@ -270,7 +270,8 @@ def _run_dev(
 ) -> int:
     from extraction_pipeline.cli import cluster
 
-    environment.settings.inbox.mkdir(parents=True, exist_ok=True)
+    if environment.settings.local_inbox is not None:
+        environment.settings.local_inbox.mkdir(parents=True, exist_ok=True)
     if environment.settings.local_data_dir is not None:
         environment.settings.local_data_dir.mkdir(parents=True, exist_ok=True)
 

@@ -187,13 +187,14 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def _demo(count: int) -> int:
     from extraction_pipeline.cli.samples import write_demo_documents
+    from extraction_pipeline.core.intake.inbox import open_inbox
     from extraction_pipeline.core.settings import Settings
 
-    inbox = Settings.from_env().inbox
-    paths = write_demo_documents(inbox, count=count)
-    for path in paths:
-        print(f"  {path.name}")
-    print(f"{len(paths)} sample invoices are in {inbox}; the inbox sensor picks them up.")
+    inbox = open_inbox(Settings.from_env().inbox)
+    names = write_demo_documents(inbox, count=count)
+    for name in names:
+        print(f"  {name}")
+    print(f"{len(names)} sample invoices are in {inbox.location}; the inbox sensor picks them up.")
     return 0
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fpdf import FPDF
+
+if TYPE_CHECKING:
+    from extraction_pipeline.core.intake.inbox import InboxSource
 
 _VENDORS = (
     "Acme Tools GmbH",
@@ -138,16 +141,13 @@ _TERMS = (
 )
 
 
-def write_demo_documents(folder: Path, count: int = 6, seed: int = 7) -> list[Path]:
-    """Write `count` sample invoices into `folder` (atomically, so a watching sensor never sees
-    half a file) and return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
+def write_demo_documents(inbox: InboxSource, count: int = 6, seed: int = 7) -> list[str]:
+    """Drop `count` sample invoices into `inbox` (each whole at once, so a watching sensor never
+    sees half a file) and return their names."""
+    names = []
     for index in range(1, count + 1):
         invoice = make_invoice(index, seed=seed)
-        path = folder / f"invoice {invoice.invoice_number}.pdf"
-        temporary = folder / f".{path.name}.part"
-        temporary.write_bytes(invoice_pdf(invoice))
-        temporary.replace(path)
-        paths.append(path)
-    return paths
+        name = f"invoice {invoice.invoice_number}.pdf"
+        inbox.drop(name, invoice_pdf(invoice))
+        names.append(name)
+    return names

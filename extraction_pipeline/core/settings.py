@@ -153,8 +153,10 @@ class Settings(_FromEnv):
         Path("data"),
         "Root of the stored data: a folder, or s3://bucket/prefix (object storage)",
     )
-    inbox: Path = setting(
-        "EXTRACTION_INBOX", None, "The drop folder; default: <data dir>/inbox, ./inbox on S3"
+    inbox: Path | str = setting(
+        "EXTRACTION_INBOX",
+        None,
+        "The drop folder, or s3://bucket/prefix; default: <data dir>/inbox, ./inbox on S3",
     )
     sensor_interval_seconds: int = setting(
         "EXTRACTION_SENSOR_INTERVAL", 5, "Seconds between sensor ticks", ge=1
@@ -194,6 +196,12 @@ class Settings(_FromEnv):
     run_slots: int = setting(
         "EXTRACTION_RUN_SLOTS", 4, "Runs executing at once (on Celery: worker processes)", ge=1
     )
+    documents_per_run: int = setting(
+        "EXTRACTION_DOCUMENTS_PER_RUN",
+        200,
+        "Most documents one run takes (sensor, schedules, backfills); fewer spread more",
+        ge=1,
+    )
     extraction: ExtractionSettings = ExtractionSettings()
     operations: OperationsSettings = OperationsSettings()
 
@@ -207,21 +215,21 @@ class Settings(_FromEnv):
             values = {**values, "inbox": inbox}
         return values
 
-    @field_validator("data_dir", mode="before")
+    @field_validator("data_dir", "inbox", mode="before")
     @classmethod
     def _folder_or_url(cls, value: Any) -> Path | str:
         text = str(value)
         return text.rstrip("/") if is_object_storage_url(text) else Path(text).absolute()
 
-    @field_validator("inbox")
-    @classmethod
-    def _absolute(cls, path: Path) -> Path:
-        return path.absolute()
-
     @property
     def local_data_dir(self) -> Path | None:
         """The data dir when it is a local folder (None on object storage)."""
         return self.data_dir if isinstance(self.data_dir, Path) else None
+
+    @property
+    def local_inbox(self) -> Path | None:
+        """The drop folder when it is a local folder (None when it is an S3 prefix)."""
+        return self.inbox if isinstance(self.inbox, Path) else None
 
     @property
     def pdf_limits(self) -> PdfLimits:

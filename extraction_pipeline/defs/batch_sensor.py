@@ -24,7 +24,6 @@ from extraction_pipeline.core.operations.lifecycle import contiguous_batches
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.batch_steps import LOST
 from extraction_pipeline.defs.jobs import extraction_job
-from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.resources import ExtractionAgentResource
 from extraction_pipeline.instance.batches import (
     BatchEntry,
@@ -96,7 +95,7 @@ def build_batch_sensor(settings: Settings) -> dg.SensorDefinition:
                     if _collecting(context.instance, entry.batch_id, now - first_delay):
                         continue
                     context.log.info(f"batch {entry.batch_id}: collecting it again")
-                    requests += _collect_runs(context.instance, entry)
+                    requests += _collect_runs(context.instance, entry, settings.documents_per_run)
                     paces[entry.batch_id] = _next(pace, "collecting", first_delay, now)
                     continue
                 state = _state(api, entry.batch_id, context)
@@ -113,7 +112,7 @@ def build_batch_sensor(settings: Settings) -> dg.SensorDefinition:
                 paces[entry.batch_id] = _next(None, "collecting", first_delay, now)
                 context.log.info(f"batch {entry.batch_id} ended: {state.status}")
                 events.append(ended_event(state))
-                runs = _collect_runs(context.instance, entry)
+                runs = _collect_runs(context.instance, entry, settings.documents_per_run)
                 if not runs:  # none of its documents is a partition any more
                     events.append(collected_event(entry.batch_id, entry.uncollected))
                 requests += runs
@@ -159,11 +158,13 @@ def _next(pace: Pace | None, status: str, first_delay: float, now: float) -> Pac
     return Pace(status=status, delay=delay, due=now + delay)
 
 
-def _collect_runs(instance: dg.DagsterInstance, entry: BatchEntry) -> list[dg.RunRequest]:
+def _collect_runs(
+    instance: dg.DagsterInstance, entry: BatchEntry, per_run: int
+) -> list[dg.RunRequest]:
     """Runs over the documents of `entry` not collected yet; keyed by the batch and by how
     many collecting runs it has had, so a tick evaluated twice launches nothing new."""
     ordered = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
-    groups = contiguous_batches(ordered, entry.uncollected, MAX_DOCUMENTS_PER_RUN)
+    groups = contiguous_batches(ordered, entry.uncollected, per_run)
     round_ = instance.get_runs_count(dg.RunsFilter(tags={BATCH_TAG: entry.batch_id}))
     tags = {
         BATCH_TAG: entry.batch_id,

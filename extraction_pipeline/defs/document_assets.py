@@ -24,7 +24,7 @@ from extraction_pipeline.core.settings import ExtractionSettings
 from extraction_pipeline.core.tables.layout import TableSet, record_layouts
 from extraction_pipeline.defs.batch_steps import BatchSubmission, collect_batch
 from extraction_pipeline.defs.metadata import column_schema
-from extraction_pipeline.defs.partitions import DOCUMENTS_BACKFILL_POLICY
+from extraction_pipeline.defs.partitions import documents_backfill_policy
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
 from extraction_pipeline.defs.table_refresh import refresh_in_run
 from extraction_pipeline.instance.batches import (
@@ -73,7 +73,9 @@ class Settled:
     extraction: dict[str, str] = field(default_factory=dict)
 
 
-def build_document_assets(settings: ExtractionSettings, max_attempts: int) -> dg.AssetsDefinition:
+def build_document_assets(
+    settings: ExtractionSettings, max_attempts: int, documents_per_run: int
+) -> dg.AssetsDefinition:
     layout = record_layouts(load_schema(settings.schema_ref), "extraction", "line_items").records
     specs = [
         dg.AssetSpec(
@@ -98,7 +100,7 @@ def build_document_assets(settings: ExtractionSettings, max_attempts: int) -> dg
         name="document_assets",
         specs=specs,
         partitions_def=documents_partitions,
-        backfill_policy=DOCUMENTS_BACKFILL_POLICY,
+        backfill_policy=documents_backfill_policy(documents_per_run),
         can_subset=True,
         pool=MODEL_POOL,
         # For documents that failed transiently (rate limits, server errors, timeouts) after the

@@ -2,10 +2,13 @@
 
 import dagster as dg
 
-# Runs over many documents (UI backfills, sensor batches, schedules) take at most this many per
-# run: a run's process start-up costs ~2 s of CPU, so fewer, larger runs keep the overhead per
-# document low; a failed run repeats little since extracted results are cached.
-MAX_DOCUMENTS_PER_RUN = 200
-DOCUMENTS_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(
-    max_partitions_per_run=MAX_DOCUMENTS_PER_RUN
-)
+# Runs over many documents (UI backfills, sensor batches, schedules) take at most
+# EXTRACTION_DOCUMENTS_PER_RUN each (Settings.documents_per_run, 200 by default): a run's process
+# start-up costs ~2 s of CPU, so fewer, larger runs keep the overhead per document low, and a
+# failed run repeats little since extracted results are cached. On several workers a smaller
+# number spreads a backfill over more of them.
+
+
+def documents_backfill_policy(documents_per_run: int) -> dg.BackfillPolicy:
+    """A backfill becomes ranged runs of at most `documents_per_run` partitions."""
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=documents_per_run)

@@ -16,7 +16,6 @@ from extraction_pipeline.core.operations.lifecycle import (
 )
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.jobs import extraction_job, intake_job
-from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.instance.document_runs import DocumentsRun
 from extraction_pipeline.instance.facts import (
@@ -83,7 +82,7 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
         job=intake_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Runs every document that has no extraction yet and none under way "
-        f"(never attempted), in batches of up to {MAX_DOCUMENTS_PER_RUN}.",
+        f"(never attempted), in batches of up to {settings.documents_per_run}.",
     )
     def nightly_intake(
         context: dg.ScheduleEvaluationContext, document_store: DocumentStoreResource
@@ -126,7 +125,7 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
         job: str,
         skip: str,
     ) -> list[dg.RunRequest] | dg.SkipReason:
-        batches = contiguous_batches(keys, todo, MAX_DOCUMENTS_PER_RUN)
+        batches = contiguous_batches(keys, todo, settings.documents_per_run)
         batches = batches[: operations.max_runs_per_tick]
         if not batches:
             return dg.SkipReason(skip)

@@ -2,28 +2,26 @@
 files that cannot become documents are refused, recorded in the registry and logged."""
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import dagster as dg
 
 from extraction_pipeline.core.intake.admission import IntakeDecision, take_documents
-from extraction_pipeline.core.intake.inbox import IntakeCursor, plan_tick
+from extraction_pipeline.core.intake.inbox import IntakeCursor, open_inbox, plan_tick
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.jobs import intake_job, source_job
-from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.instance.document_runs import DocumentsRun
 from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME, documents_partitions
 
 
-def intake_run_requests(decision: IntakeDecision) -> list[dg.RunRequest]:
+def intake_run_requests(decision: IntakeDecision, per_run: int) -> list[dg.RunRequest]:
     """Ranged runs for the documents registered this tick (each group is contiguous in partition
     order, having been added together): the readable ones through extraction, in runs of at most
-    MAX_DOCUMENTS_PER_RUN, the unreadable ones through source_document alone; and a run per
-    restored document."""
+    `per_run`, the unreadable ones through source_document alone; and a run per restored
+    document."""
     runs = [
-        DocumentsRun(intake_job.name, decision.new_keys[start : start + MAX_DOCUMENTS_PER_RUN])
-        for start in range(0, len(decision.new_keys), MAX_DOCUMENTS_PER_RUN)
+        DocumentsRun(intake_job.name, decision.new_keys[start : start + per_run])
+        for start in range(0, len(decision.new_keys), per_run)
     ]
     if decision.unreadable_keys:
         runs.append(DocumentsRun(source_job.name, decision.unreadable_keys))
@@ -48,7 +46,7 @@ def tick_interval(seconds: int) -> int:
 
 
 def build_inbox_sensor(settings: Settings) -> dg.SensorDefinition:
-    inbox: Path = settings.inbox
+    where = str(settings.inbox)
 
     @dg.sensor(
         name="inbox_sensor",
@@ -56,13 +54,14 @@ def build_inbox_sensor(settings: Settings) -> dg.SensorDefinition:
         minimum_interval_seconds=tick_interval(settings.sensor_interval_seconds),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            f"Watches {inbox} for PDFs; each new document (by content) becomes a partition of "
+            f"Watches {where} for PDFs; each new document (by content) becomes a partition of "
             "`documents` and is materialised in the same tick."
         ),
     )
     def inbox_sensor(
         context: dg.SensorEvaluationContext, document_store: DocumentStoreResource
     ) -> dg.SensorResult:
+        inbox = open_inbox(settings.inbox)  # per tick: an S3 client must not outlive a fork
         plan = plan_tick(
             inbox,
             IntakeCursor.parse(context.cursor),
@@ -84,7 +83,7 @@ def build_inbox_sensor(settings: Settings) -> dg.SensorDefinition:
         if not decision.keys_to_add:
             return dg.SensorResult(skip_reason=decision.summary(), cursor=new_cursor)
         return dg.SensorResult(
-            run_requests=intake_run_requests(decision),
+            run_requests=intake_run_requests(decision, settings.documents_per_run),
             dynamic_partitions_requests=[
                 documents_partitions.build_add_request(list(decision.keys_to_add))
             ],

@@ -184,14 +184,13 @@ def test_registered_document_whose_partition_is_missing_is_restored(
 
 def test_a_large_tick_is_split_into_runs_of_bounded_size() -> None:
     from extraction_pipeline.core.intake.admission import IntakeDecision
-    from extraction_pipeline.defs.partitions import MAX_DOCUMENTS_PER_RUN
     from extraction_pipeline.defs.sensors import intake_run_requests
 
-    keys = tuple(f"doc-{i:04d}" for i in range(2 * MAX_DOCUMENTS_PER_RUN + 50))
+    size = Settings().documents_per_run
+    keys = tuple(f"doc-{i:04d}" for i in range(2 * size + 50))
     decision = IntakeDecision(new_keys=keys)
-    requests = intake_run_requests(decision)
+    requests = intake_run_requests(decision, size)
     ranges = [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in requests]
-    size = MAX_DOCUMENTS_PER_RUN
     assert ranges == [
         (keys[0], keys[size - 1]),
         (keys[size], keys[2 * size - 1]),

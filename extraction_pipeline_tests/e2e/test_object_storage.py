@@ -16,7 +16,6 @@ from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
 from extraction_pipeline.instance.object_server import ObjectServer
 from extraction_pipeline.instance.stores import open_store
 from extraction_pipeline.simulator import SimulatorControl
-from extraction_pipeline_tests.defs.helpers import drop
 from extraction_pipeline_tests.e2e.processes import (
     PROJECT_ROOT,
     answers,
@@ -91,7 +90,7 @@ def test_ingest_status_and_history_with_the_data_dir_on_object_storage(
     assert stored and not [n for n in stored if secret.encode() in store.get(n)]
 
 
-def test_dev_with_object_storage_and_workers_extracts_a_dropped_pdf_and_stops_everything(
+def test_dev_with_object_storage_and_workers_extracts_an_uploaded_pdf_and_stops_everything(
     tmp_path: Path,
     pg_url: str,
     model_simulator: SimulatorControl,
@@ -105,7 +104,7 @@ def test_dev_with_object_storage_and_workers_extracts_a_dropped_pdf_and_stops_ev
         "EXTRACTION_CELERY_QUEUE": queue,
         "DAGSTER_HOME": str(tmp_path / "home"),
         "EXTRACTION_PG_URL": pg_url,
-        "EXTRACTION_INBOX": str(tmp_path / "inbox"),
+        "EXTRACTION_INBOX": "s3://extraction/inbox",  # the drop folder in the same bucket
         "OPENAI_BASE_URL": model_simulator.base_url,
         "OPENAI_API_KEY": TEST_API_KEY,
     }
@@ -123,8 +122,16 @@ def test_dev_with_object_storage_and_workers_extracts_a_dropped_pdf_and_stops_ev
         assert "Celery workers 2" in log.read_text()
         workers = [p for p in processes_mentioning(queue) if "celery_app" in " ".join(p.cmdline())]
         assert len(workers) >= 2  # two workers (and their pools' children)
-        invoice = make_invoice(7, seed=3)
-        drop(tmp_path / "inbox", "dropped.pdf", invoice_pdf(invoice))
+        # `demo` with the printed exports uploads a sample invoice to the S3 drop folder.
+        demo = subprocess.run(
+            [CLI, "demo", "--count", "1"],
+            env={**os.environ, **env, **exports},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert demo.returncode == 0 and "s3://extraction/inbox" in demo.stdout, demo.stderr
+        invoice = make_invoice(1, seed=7)  # demo's first sample
         for name, value in exports.items():
             monkeypatch.setenv(name, value)
         store = open_store(exports["EXTRACTION_DATA_DIR"], {"EXTRACTION_PG_URL": pg_url})
@@ -135,8 +142,9 @@ def test_dev_with_object_storage_and_workers_extracts_a_dropped_pdf_and_stops_ev
             table = pq.read_table(io.BytesIO(store.get("tables/invoices.parquet")))
             return table.column("invoice_number").to_pylist() == [invoice.invoice_number]
 
-        wait_for(invoice_row, 120, "the dropped invoice's row in object storage")
+        wait_for(invoice_row, 120, "the uploaded invoice's row in object storage")
         assert not (tmp_path / "data").exists() and not (PROJECT_ROOT / "inbox").exists()
+        assert not (tmp_path / "inbox").exists()
     finally:
         code = stop(dev, signal.SIGINT, timeout=90)
     assert code == 0, log.read_text()[-3000:]

@@ -97,7 +97,7 @@ def test_object_storage_without_a_database_for_its_locks_is_refused() -> None:
         open_store("s3://bucket/prefix", {})
 
 
-def test_the_data_dir_may_be_a_folder_or_an_s3_url_and_the_inbox_stays_local(
+def test_the_data_dir_and_the_inbox_may_each_be_a_folder_or_an_s3_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -107,3 +107,6 @@ def test_the_data_dir_may_be_a_folder_or_an_s3_url_and_the_inbox_stays_local(
     local = Settings.from_env({"EXTRACTION_DATA_DIR": "data"})
     assert local.data_dir == tmp_path / "data" == local.local_data_dir
     assert local.inbox == tmp_path / "data" / "inbox"
+    assert local.local_inbox == local.inbox
+    drop_prefix = Settings.from_env({"EXTRACTION_INBOX": "s3://bucket/drop/"})
+    assert drop_prefix.inbox == "s3://bucket/drop" and drop_prefix.local_inbox is None

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 from extraction_pipeline.core.documents.identity import display_name
 from extraction_pipeline.core.documents.pdf import PdfLimits, UnreadablePdf, check_pdf, sha256_hex
@@ -29,15 +28,12 @@ from extraction_pipeline.core.intake.inbox import (
     InboxEntry,
     InboxFileChanged,
     InboxFileRefused,
+    InboxSource,
     IntakeCursor,
     IntakePlan,
-    read_inbox_file,
 )
 
 log = logging.getLogger(__name__)
-
-InboxReader = Callable[[Path, InboxEntry, int], bytes]
-"""Reads a listed file given the inbox, the entry and the byte limit (see `read_inbox_file`)."""
 
 
 @dataclass(frozen=True)
@@ -84,11 +80,10 @@ class IntakeDecision:
 
 def take_documents(
     plan: IntakePlan,
-    inbox: Path,
+    inbox: InboxSource,
     registry: DocumentRegistry,
     partition_exists: Callable[[str], bool],
     limits: PdfLimits | None = None,
-    read: InboxReader = read_inbox_file,
 ) -> IntakeDecision:
     """Register every ready file of `plan` (storing its bytes), record refusals, decide what to run.
 
@@ -112,7 +107,7 @@ def take_documents(
     with ThreadPoolExecutor(INTAKE_THREADS, thread_name_prefix="intake") as pool:
         for chunk in _chunks(plan.ready):
             readable: list[tuple[InboxEntry, bytes]] = []
-            reads = pool.map(lambda entry: _read(read, inbox, entry, limits.max_bytes), chunk)
+            reads = pool.map(lambda entry: _read(inbox, entry, limits.max_bytes), chunk)
             for entry, data in zip(chunk, reads, strict=True):
                 name = display_name(entry.name)
                 if isinstance(data, bytes):
@@ -168,10 +163,10 @@ def take_documents(
 _ReadError = OSError | InboxFileChanged | InboxFileRefused
 
 
-def _read(read: InboxReader, inbox: Path, entry: InboxEntry, max_bytes: int) -> bytes | _ReadError:
+def _read(inbox: InboxSource, entry: InboxEntry, max_bytes: int) -> bytes | _ReadError:
     """The file's bytes, or the error that kept them."""
     try:
-        return read(inbox, entry, max_bytes)
+        return inbox.read(entry, max_bytes)
     except (OSError, InboxFileChanged, InboxFileRefused) as error:
         return error
 

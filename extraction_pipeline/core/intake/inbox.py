@@ -1,5 +1,9 @@
 """The drop folder: what is in it, which files are new and ready tick by tick, and reading them.
 
+A drop folder is an `InboxSource`: a local folder (`LocalInbox`, below) or an S3 prefix
+(`core.intake.s3_inbox`); `open_inbox` picks by EXTRACTION_INBOX. Both list into `InboxEntry`s
+planned by the same cursor logic.
+
 The cursor is a watermark on the files' change time (ctime, which a rename or copy into the
 folder always bumps, unlike mtime that `mv` and `cp -p` keep) plus the few names taken at or
 after it. A tick therefore looks only at what arrived since the last one, and the cursor stays
@@ -25,9 +29,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from extraction_pipeline.core.documents.identity import display_name
 from extraction_pipeline.core.documents.refusals import Refusal, RefusalReason
+from extraction_pipeline.core.store import is_object_storage_url
 
 PDF_SUFFIX = ".pdf"
 _READ_CHUNK = 1 << 20
@@ -59,6 +65,7 @@ class InboxEntry:
     ctime_ns: int
     kind: EntryKind = EntryKind.FILE
     link_target: str = ""  # where a symbolic link leads, resolved
+    version: str = ""  # an object's ETag (S3): reading checks it is still the object listed
 
     @property
     def changed_ns(self) -> int:
@@ -104,8 +111,65 @@ class IntakePlan:
     cursor: IntakeCursor = field(default_factory=IntakeCursor)
 
 
+class InboxSource(Protocol):
+    """A drop folder: list it, read a listed file, drop a file into it."""
+
+    location: str  # for descriptions and logs
+    # How far behind the newest change the watermark stays at least: 0 for a local folder
+    # (ctime is the arrival), more where a listed time can lag the arrival (see s3_inbox).
+    lag_seconds: float
+
+    def scan(self) -> list[InboxEntry]: ...
+
+    def read(self, entry: InboxEntry, max_bytes: int) -> bytes:
+        """The listed file's bytes; see `read_inbox_file` for the errors."""
+        ...
+
+    def version(self) -> int | None:
+        """Changes when something arrives, cheaply (a tick watches it); None: not watchable."""
+        ...
+
+    def drop(self, name: str, data: bytes) -> None:
+        """Put a file in, whole at once (samples, tests)."""
+        ...
+
+
+class LocalInbox:
+    """A drop folder on the local file system."""
+
+    lag_seconds = 0.0
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.location = str(folder)
+
+    def scan(self) -> list[InboxEntry]:
+        return scan_inbox(self.folder)
+
+    def read(self, entry: InboxEntry, max_bytes: int) -> bytes:
+        return read_inbox_file(self.folder, entry, max_bytes)
+
+    def version(self) -> int | None:
+        return _folder_version(self.folder)
+
+    def drop(self, name: str, data: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.folder / f".{name}.part"  # hidden: never listed half-written
+        temporary.write_bytes(data)
+        temporary.replace(self.folder / name)
+
+
+def open_inbox(location: Path | str) -> InboxSource:
+    """The drop folder EXTRACTION_INBOX names: a local folder, or an s3:// prefix."""
+    if is_object_storage_url(str(location)):
+        from extraction_pipeline.core.intake.s3_inbox import S3Inbox
+
+        return S3Inbox(str(location))
+    return LocalInbox(Path(location))
+
+
 def plan_tick(
-    inbox: Path,
+    inbox: InboxSource | Path,
     cursor: IntakeCursor,
     settle_seconds: float,
     max_files: int,
@@ -123,14 +187,15 @@ def plan_tick(
     before, as do files that would settle only after SETTLE_WAIT_MAX_SECONDS (a long settle time
     must not hold a tick that long).
     """
+    source = LocalInbox(inbox) if isinstance(inbox, Path) else inbox
     deadline_ns = clock() + int(watch_seconds * 1e9)
-    plan = _plan_now(inbox, cursor, settle_seconds, max_files, clock)
-    seen = _folder_version(inbox)
-    while not _anything_new(plan) and clock() < deadline_ns:
+    plan = _plan_now(source, cursor, settle_seconds, max_files, clock)
+    seen = source.version()
+    while seen is not None and not _anything_new(plan) and clock() < deadline_ns:
         sleep(WATCH_POLL_SECONDS)
-        if (version := _folder_version(inbox)) != seen:
+        if (version := source.version()) != seen:
             seen = version
-            plan = _plan_now(inbox, cursor, settle_seconds, max_files, clock)
+            plan = _plan_now(source, cursor, settle_seconds, max_files, clock)
     if not plan.growing:
         return plan
     now_ns = clock()
@@ -139,18 +204,18 @@ def plan_tick(
     if wait > SETTLE_WAIT_MAX_SECONDS:
         return plan
     sleep(max(wait, 0.0) + SETTLE_MARGIN_SECONDS)
-    return _plan_now(inbox, cursor, settle_seconds, max_files, clock)
+    return _plan_now(source, cursor, settle_seconds, max_files, clock)
 
 
 def _plan_now(
-    inbox: Path,
+    source: InboxSource,
     cursor: IntakeCursor,
     settle_seconds: float,
     max_files: int,
     clock: Callable[[], int],
 ) -> IntakePlan:
     now_ns = clock()  # before listing: see plan_intake
-    return plan_intake(scan_inbox(inbox), cursor, now_ns, settle_seconds, max_files)
+    return plan_intake(source.scan(), cursor, now_ns, settle_seconds, max_files, source.lag_seconds)
 
 
 def _anything_new(plan: IntakePlan) -> bool:
@@ -183,7 +248,7 @@ def scan_inbox(inbox: Path) -> list[InboxEntry]:
     folder = os.path.realpath(inbox)
     with iterator:
         for item in iterator:
-            if item.name.startswith(".") or item.name.endswith((".tmp", ".part", ".crdownload")):
+            if is_hidden(item.name):
                 continue
             try:
                 entries.append(_entry(item, folder))
@@ -192,6 +257,11 @@ def scan_inbox(inbox: Path) -> list[InboxEntry]:
             except OSError as error:  # listed on a later tick, as it is not taken
                 log.warning("%s: cannot be listed (%s)", display_name(item.name), error)
     return entries
+
+
+def is_hidden(name: str) -> bool:
+    """Hidden and temporary names (a copy or upload in progress) are not looked at."""
+    return name.startswith(".") or name.endswith((".tmp", ".part", ".crdownload"))
 
 
 def _entry(item: os.DirEntry[str], folder: str) -> InboxEntry:
@@ -236,11 +306,13 @@ def plan_intake(
     now_ns: int,
     settle_seconds: float,
     max_files: int,
+    lag_seconds: float = 0.0,
 ) -> IntakePlan:
     """Split what arrived since `cursor` into ready, growing, over-cap and refused entries.
 
     A file is ready once it has not changed for `settle_seconds`, so a file still being copied in
-    is never read half-written. The new cursor never passes a file that is still waiting.
+    is never read half-written. The new cursor never passes a file that is still waiting, nor
+    comes closer than `lag_seconds` (or the settle time) to `now_ns`.
     """
     settle_ns = int(settle_seconds * 1e9)
     arrived = sorted(
@@ -278,7 +350,8 @@ def plan_intake(
     # The watermark stays `settle_seconds` behind `now_ns` (taken before the folder was listed),
     # so a file whose rename raced with the listing still lies above it on the next tick.
     waiting = growing + deferred
-    watermark = min([entry.ctime_ns for entry in waiting] + [now_ns - settle_ns])
+    trail_ns = max(settle_ns, int(lag_seconds * 1e9))
+    watermark = min([entry.ctime_ns for entry in waiting] + [now_ns - trail_ns])
     watermark = max(watermark, cursor.watermark_ns)
     done = ready + tuple(entry for entry, _ in refused)
     taken = {(name, ctime) for name, ctime in cursor.taken if ctime >= watermark}

@@ -14,12 +14,12 @@ import pytest
 from extraction_pipeline.core.documents.pdf import sha256_hex
 from extraction_pipeline.core.documents.refusals import RefusalReason
 from extraction_pipeline.core.documents.registry import DocumentRegistry, original_name
-from extraction_pipeline.core.intake.admission import InboxReader, IntakeDecision, take_documents
+from extraction_pipeline.core.intake.admission import IntakeDecision, take_documents
 from extraction_pipeline.core.intake.inbox import (
     InboxEntry,
     IntakeCursor,
+    LocalInbox,
     plan_intake,
-    read_inbox_file,
     scan_inbox,
 )
 from extraction_pipeline.core.store import LocalObjectStore
@@ -78,11 +78,11 @@ def take(
     inbox: Path,
     registry: DocumentRegistry,
     cursor: IntakeCursor | None = None,
-    read: InboxReader = read_inbox_file,
+    source: LocalInbox | None = None,
 ) -> IntakeDecision:
     listing = scan_inbox(inbox)
     plan = plan_intake(listing, cursor or IntakeCursor(), time.time_ns(), 0, max_files=100)
-    return take_documents(plan, inbox, registry, lambda key: False, LIMITS, read)
+    return take_documents(plan, source or LocalInbox(inbox), registry, lambda key: False, LIMITS)
 
 
 def outcomes(decision: IntakeDecision, registry: DocumentRegistry) -> dict[str, Expected]:
@@ -163,15 +163,16 @@ def test_twins_in_one_tick_are_one_document_with_an_alias(hostile: HostileTick) 
     assert (record.file_name, record.aliases) == ("twin a.pdf", ("twin b.pdf",))
 
 
-def deny(name: str, error: OSError) -> InboxReader:
-    """The real reader, except that reading `name` fails with `error`."""
+def deny(inbox: Path, name: str, error: OSError) -> LocalInbox:
+    """The real drop folder, except that reading `name` fails with `error`."""
 
-    def read(inbox: Path, entry: InboxEntry, max_bytes: int) -> bytes:
-        if entry.name == name:
-            raise error
-        return read_inbox_file(inbox, entry, max_bytes)
+    class Denying(LocalInbox):
+        def read(self, entry: InboxEntry, max_bytes: int) -> bytes:
+            if entry.name == name:
+                raise error
+            return super().read(entry, max_bytes)
 
-    return read
+    return Denying(inbox)
 
 
 def test_a_file_that_may_not_be_read_is_refused_then_taken_once_readable(
@@ -184,7 +185,7 @@ def test_a_file_that_may_not_be_read_is_refused_then_taken_once_readable(
     registry = DocumentRegistry(LocalObjectStore(tmp_path / "data"))
     denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(inbox / "locked.pdf"))
 
-    first = take(inbox, registry, read=deny("locked.pdf", denied))
+    first = take(inbox, registry, source=deny(inbox, "locked.pdf", denied))
 
     (refusal,) = first.refused
     assert (refusal.file_name, refusal.reason, refusal.message) == (
@@ -206,9 +207,9 @@ def test_a_passing_read_error_is_retried_on_the_next_tick(tmp_path: Path) -> Non
     inbox.mkdir()
     (inbox / "a.pdf").write_bytes(good_pdf(1))
     registry = DocumentRegistry(LocalObjectStore(tmp_path / "data"))
-    failing = deny("a.pdf", OSError(errno.EIO, os.strerror(errno.EIO)))
+    failing = deny(inbox, "a.pdf", OSError(errno.EIO, os.strerror(errno.EIO)))
 
-    first = take(inbox, registry, read=failing)
+    first = take(inbox, registry, source=failing)
 
     assert first.retrying == (("a.pdf", "OSError: Input/output error"),)
     assert (first.new_keys, first.refused, first.cursor.retry) == ((), (), frozenset({"a.pdf"}))
@@ -228,7 +229,7 @@ def test_a_file_that_grew_after_the_listing_is_taken_whole_later(tmp_path: Path)
     with path.open("ab") as stream:  # the writer goes on between the listing and the read
         stream.write(data[1000:])
 
-    first = take_documents(plan, inbox, registry, lambda key: False, LIMITS)
+    first = take_documents(plan, LocalInbox(inbox), registry, lambda key: False, LIMITS)
 
     assert (first.growing, first.new_keys, first.unreadable) == (("growing.pdf",), (), ())
     assert first.cursor.retry == frozenset({"growing.pdf"})
