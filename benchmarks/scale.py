@@ -19,8 +19,8 @@ refresh, peak memory and event-log growth, on a real Postgres instance.
 (g) archiving (core.operations.archive): one `archive_settled` tick on all N live partitions
     and the daemon's removals, every settled document archived, then the ticks of (c) again on
     the live set that is left.
-(c) and (g) also evaluate the tables' automation conditions (the `tables_automation` sensor's
-    work) twice: without a cursor, then with the first evaluation's.
+(c) and (g) also evaluate the `tables_automation` sensor twice (no cursor, then the first
+    tick's): with the tables behind the staged outcomes, so its reads are the real ones.
 Targets: each tick <= 2 s, refresh <= 5 s, no process above 1 GiB.
 
     .venv/bin/python benchmarks/scale.py            # N=100,000
@@ -405,8 +405,8 @@ def stage_schedule_ticks(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tick_figures(ctx: dict[str, Any], defs: Any, instance: Any) -> dict[str, Any]:
-    """Both schedules' ticks, and two evaluations of the tables' automation conditions (the
-    `tables_automation` sensor's work: the first without a cursor, then the steady state)."""
+    """Both schedules' ticks, and two ticks of the `tables_automation` sensor (the first
+    without a cursor, then with the first one's)."""
     import dagster as dg
 
     figures: dict[str, Any] = {}
@@ -425,12 +425,17 @@ def _tick_figures(ctx: dict[str, Any], defs: Any, instance: Any) -> dict[str, An
         requests = result if isinstance(result, list) else [result]
         figures[f"{name}_run_requests"] = sum(isinstance(r, dg.RunRequest) for r in requests)
     cursor = None
+    sensor = defs.resolve_sensor_def("tables_automation")
     for label in ("first", "next"):
         began = time.perf_counter()
-        with _profiled(ctx, f"tables_automation ({label})"):
-            evaluation = dg.evaluate_automation_conditions(defs, instance, cursor=cursor)
+        with (
+            dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context,
+            _profiled(ctx, f"tables_automation ({label})"),
+        ):
+            result = sensor.evaluate_tick(context)
         figures[f"tables_automation_{label}_s"] = round(time.perf_counter() - began, 3)
-        cursor = evaluation.cursor
+        figures[f"tables_automation_{label}_requests"] = len(result.run_requests or [])
+        cursor = result.cursor
     return figures
 
 
@@ -701,9 +706,10 @@ def _report(n: int, figures: dict[str, Any], peaks: dict[str, int]) -> None:
                 f"{sched['retry_failed_run_requests']} runs",
             ),
             (
-                "(c) tables_automation: first / next evaluation, s",
+                "(c) tables_automation: first / next tick, s",
                 f"{sched['tables_automation_first_s']} / {sched['tables_automation_next_s']}",
-                "target <= 2",
+                f"target <= 2; {sched['tables_automation_first_requests']} + "
+                f"{sched['tables_automation_next_requests']} refreshes asked",
             ),
             ("(d) refresh 1,000 into N rows, s", refresh["refresh_1000_new_s"], "target <= 5"),
             ("(d) initial refresh of N rows, s", refresh["initial_refresh_s"], ""),

@@ -12,6 +12,7 @@ from extraction_pipeline.defs.run_sensors import build_run_sensors, dead_letters
 from extraction_pipeline.defs.schedules import build_schedules
 from extraction_pipeline.defs.sensors import build_inbox_sensor
 from extraction_pipeline.defs.table_assets import build_table_assets
+from extraction_pipeline.defs.tables_sensor import build_tables_sensor
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -34,13 +35,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_run_sensors(settings),
             build_batch_sensor(settings),
             build_archive_sensor(settings),
-            dg.AutomationConditionSensorDefinition(
-                "tables_automation",
-                target=dg.AssetSelection.assets(tables),
-                default_status=dg.DefaultSensorStatus.RUNNING,
-                minimum_interval_seconds=settings.tables_interval_seconds,
-                description="Refreshes the Parquet tables as extraction outcomes arrive.",
-            ),
+            build_tables_sensor(settings, list(tables.keys)),
         ],
         resources={
             "document_store": DocumentStoreResource.from_settings(settings),

@@ -124,6 +124,12 @@ def invariants(name: str, figures: dict, parameters: dict) -> None:
         # failures still waiting, which the retry schedule takes.
         assert 4.0 <= figures["event_history"]["events_per_doc"] <= 4.2
         assert figures["schedule_ticks"]["retry_failed_run_requests"] >= 1
+        # The tables were never refreshed: the sensor asked for one refresh, then waited for it.
+        ticks = figures["schedule_ticks"]
+        assert (
+            ticks["tables_automation_first_requests"],
+            ticks["tables_automation_next_requests"],
+        ) == (1, 0)
         # Archiving left exactly the unsettled documents live: the unextracted, and the failed
         # ones still due for a retry, which the retry schedule still takes.
         archive = figures["archive"]

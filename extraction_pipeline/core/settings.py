@@ -176,7 +176,7 @@ class Settings(_FromEnv):
     max_bytes: int = setting("EXTRACTION_MAX_BYTES", PdfLimits.max_bytes, "Largest file", ge=1)
     max_pages: int = setting("EXTRACTION_MAX_PAGES", PdfLimits.max_pages, "Longest PDF", ge=1)
     tables_interval_seconds: int = setting(
-        "EXTRACTION_TABLES_INTERVAL", 10, "Seconds between table-automation evaluations", ge=1
+        "EXTRACTION_TABLES_INTERVAL", 10, "Seconds between tables_automation ticks", ge=1
     )
     celery_broker: str | None = setting(
         "EXTRACTION_CELERY_BROKER",

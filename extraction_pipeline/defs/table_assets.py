@@ -16,19 +16,6 @@ from extraction_pipeline.defs.table_refresh import (
 )
 from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY
 
-# Fires on every new document outcome: an extraction (a materialisation), or a failure of
-# extraction or source (an unreadable document) — a failed run, since failures are observations,
-# which do not count as updates. A source materialisation is no outcome (its extraction is).
-# Does not wait for missing, failed or in-progress partitions: with a stream of documents some
-# always are.
-_NEW_OUTCOME = dg.AutomationCondition.any_deps_updated().ignore(
-    dg.AssetSelection.assets(SOURCE_KEY)
-) | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.execution_failed().newly_true())
-TABLES_CONDITION = (
-    (dg.AutomationCondition.newly_missing() | _NEW_OUTCOME).since_last_handled()  # type: ignore[misc]
-    & ~dg.AutomationCondition.in_progress()
-).with_label("refresh on every new document outcome")
-
 DESCRIPTIONS = {
     "documents": "One row per document with an outcome: extracted, needs_review or failed "
     "(unreadable ones included, with the reason in error_kind and error_message); model, "
@@ -50,7 +37,6 @@ def build_table_assets(schema_ref: str) -> dg.AssetsDefinition:
             description=DESCRIPTIONS[layout.name],
             group_name="tables",
             kinds={"parquet", "pandas"},
-            automation_condition=TABLES_CONDITION,
             code_version=TABLES_CODE_VERSION,
             metadata={
                 "dagster/column_schema": column_schema(layout),

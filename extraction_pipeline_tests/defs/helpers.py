@@ -26,3 +26,11 @@ def drop(inbox: Path, name: str, data: bytes, age_seconds: float = 0.0) -> Path:
         os.utime(temporary, (stamp, stamp))
     temporary.replace(path)
     return path
+
+
+def tables_catch_up(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    """What a `tables_automation` tick asks for now (a fresh cursor)."""
+    sensor = defs.resolve_sensor_def("tables_automation")
+    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+        result = sensor.evaluate_tick(context)
+    return list(result.run_requests or [])

@@ -13,7 +13,7 @@ from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.instance.names import RANGE_END_TAG, RANGE_START_TAG
 from extraction_pipeline.simulator import SimulatorControl
-from extraction_pipeline_tests.defs.helpers import definitions_for
+from extraction_pipeline_tests.defs.helpers import definitions_for, tables_catch_up
 from extraction_pipeline_tests.simulator_fixture import invoice_text, text_pdf
 
 TABLES = ["documents", "invoices", "invoice_line_items", "review_queue"]
@@ -120,15 +120,13 @@ def test_an_extraction_run_refreshes_the_tables_itself(
     keys = corpus(instance, pipeline_settings)
     instance.add_dynamic_partitions("documents", ["never-extracted-000000000000"])
     defs = definitions_for(pipeline_settings)
-    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
 
     extract(instance, pipeline_settings, list(keys.values()))  # one refused: a failed partition
 
     assert len(read(pipeline_settings, "invoices")) == 2
     assert len(read(pipeline_settings, "review_queue")) == 2
     assert instance.get_latest_materialization_event(dg.AssetKey("invoices")) is not None
-    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
-    assert after.total_requested == 0  # nothing left for the automation to do
+    assert tables_catch_up(defs, instance) == []  # nothing left for the sensor to do
 
 
 def test_after_an_intake_run_the_tables_are_in_sync_and_checked(
@@ -164,19 +162,25 @@ def test_after_an_intake_run_the_tables_are_in_sync_and_checked(
     assert all(e.asset_key == dg.AssetKey("invoices") for e in evaluations.values())
 
 
-def test_automation_catches_up_on_outcomes_no_run_refreshed(
+def test_the_sensor_catches_up_on_outcomes_no_run_refreshed_once_no_run_is_under_way(
     instance: dg.DagsterInstance, pipeline_settings: Settings, model_simulator: SimulatorControl
 ) -> None:
     keys = list(corpus(instance, pipeline_settings).values())
     defs = definitions_for(pipeline_settings)
-    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert tables_catch_up(defs, instance) == []  # no outcome yet
+    extract(instance, pipeline_settings, keys[1:])  # refreshes the tables at its end
+    assert tables_catch_up(defs, instance) == []
     # An outcome recorded by something that did not refresh the tables (e.g. a run that died
-    # right after), while the other documents are missing.
+    # right after).
     instance.report_runless_asset_event(
         dg.AssetMaterialization(asset_key="extraction", partition=keys[0])
     )
+    pending = instance.create_run_for_job(defs.resolve_job_def("extraction_job"))  # NOT_STARTED
+    assert tables_catch_up(defs, instance) == []  # a run under way refreshes at its end
+    instance.report_run_canceled(pending)
 
-    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    (request,) = tables_catch_up(defs, instance)
 
-    requested = {r.key.to_user_string() for r in after.results if r.true_subset.size}
-    assert requested == set(TABLES)
+    assert {key.to_user_string() for key in request.asset_selection or []} == set(TABLES)
+    refresh(instance, pipeline_settings)
+    assert tables_catch_up(defs, instance) == []
