@@ -177,11 +177,14 @@ def attempted_documents(
     assets: Sequence[dg.AssetKey] = (SOURCE_KEY, EXTRACTION_KEY),
 ) -> set[str]:
     """The documents among `keys` that some run planned (for any of `assets`): one indexed query
-    per thousand keys and asset, instead of decoding the status of every partition."""
+    per thousand keys and asset reading only partitions and storage ids (decoding the planned
+    events cost 0.15 s per thousand keys), instead of the status of every partition."""
     attempted: set[str] = set()
     for start in range(0, len(keys), 1000):
-        chunk = list(keys[start : start + 1000])
+        chunk = set(keys[start : start + 1000])
         for asset in assets:
-            records = _planned(instance, asset, chunk)
-            attempted.update(r.partition_key for r in records if r.partition_key is not None)
+            latest = instance.event_log_storage.get_latest_storage_id_by_partition(
+                asset, PLANNED, partitions=chunk
+            )
+            attempted.update(latest)
     return attempted
