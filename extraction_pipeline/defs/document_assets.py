@@ -37,6 +37,7 @@ from extraction_pipeline.instance.names import (
     BATCH_TAG,
     EXTRACTION_KEY,
     MODE_TAG,
+    PARENT_RUN_TAG,
     RETRY_ON_STEP_FAILURE_TAG,
     SOURCE_KEY,
     documents_partitions,
@@ -62,7 +63,8 @@ tokens, cost, latency, attempts and model as metadata. Documents are extracted c
 under the deployment's limits (EXTRACTION_MAX_CONCURRENCY calls in flight and the RPM/TPM
 window, shared by every run through Postgres); the `openai` pool bounds extraction steps. A
 document already extracted with the same schema, model and prompt is served from the store and
-never paid for twice. Step retries skip the documents the run already settled."""
+never paid for twice. Step retries skip the documents the run already settled; run retries skip
+the documents the runs they retry failed for good."""
 
 
 @dataclass
@@ -120,7 +122,7 @@ def build_document_assets(
     ) -> Iterator[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation]:
         keys = context.partition_keys
         selected = context.selected_asset_keys
-        settled = _settled_in_run(context) if context.retry_number else Settled()
+        settled = _settled_before(context)
         failures = {k: v for k, v in {**settled.source, **settled.extraction}.items() if v}
         outcomes: list[ExtractionRecord] = []
         job = ExtractionJob(
@@ -347,20 +349,46 @@ def _source_materialization(
     )
 
 
-def _settled_in_run(context: dg.AssetExecutionContext) -> Settled:
-    """Documents an earlier attempt of this step settled: materialised, or failed for good.
-    Transient failures are tried again."""
-    records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=set(OUTCOME_EVENT_TYPES)
-    ).records
+def _settled_before(context: dg.AssetExecutionContext) -> Settled:
+    """What this step must not do again.
+
+    On a step retry: what the earlier attempts of this step settled, materialised or failed for
+    good. On a run retry (a worker died, the run was interrupted): what the runs it retries
+    failed for good; asking again would pay again for the same refusal or invalid answer. Their
+    successes are not skipped: the store serves them free and this run records them again.
+    Transient failures are tried again in both cases. A later run's outcome counts."""
     settled = Settled()
-    for outcome in read_outcomes(records):
-        target = settled.source if outcome.asset_key == SOURCE_KEY else settled.extraction
-        if outcome.materialized or outcome.is_submission:
-            target[outcome.document_key] = ""
-        elif outcome.retryable is False:
-            target[outcome.document_key] = outcome.error_message or ""
+    runs = [(context.run.run_id, False)] if context.retry_number else []
+    parent_id = context.run.tags.get(PARENT_RUN_TAG)
+    while parent_id is not None:
+        runs.append((parent_id, True))
+        parent = context.instance.get_run_by_id(parent_id)
+        parent_id = parent.tags.get(PARENT_RUN_TAG) if parent is not None else None
+    decided: set[tuple[str, str]] = set()
+    for run_id, failures_only in runs:  # the latest first
+        for asset, key, error in _settled_in_run(context.instance, run_id):
+            if (asset, key) in decided:
+                continue
+            decided.add((asset, key))
+            if error is not None and (error or not failures_only):
+                (settled.source if asset == "source" else settled.extraction)[key] = error
     return settled
+
+
+def _settled_in_run(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str, str | None]]:
+    """(asset, document key, error) of the last outcome of each document in run `run_id`: ""
+    when materialised, the message when failed for good, None when failed transiently."""
+    records = instance.get_records_for_run(run_id, of_type=set(OUTCOME_EVENT_TYPES)).records
+    last: dict[tuple[str, str], str | None] = {}
+    for outcome in read_outcomes(records):  # oldest first
+        asset = "source" if outcome.asset_key == SOURCE_KEY else "extraction"
+        if outcome.materialized or outcome.is_submission:
+            last[(asset, outcome.document_key)] = ""
+        elif outcome.retryable is False:
+            last[(asset, outcome.document_key)] = outcome.error_message or "failed"
+        else:
+            last[(asset, outcome.document_key)] = None  # tried again
+    return [(asset, key, error) for (asset, key), error in last.items()]
 
 
 def _summary(outcomes: list[ExtractionRecord], settled_before: int) -> str:

@@ -6,7 +6,12 @@ from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
 from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
-from extraction_pipeline.instance.names import RANGE_END_TAG, RANGE_START_TAG, documents_partitions
+from extraction_pipeline.instance.names import (
+    PARENT_RUN_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    documents_partitions,
+)
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import definitions_for
 from extraction_pipeline_tests.pdfs import truncated_pdf
@@ -20,13 +25,19 @@ def register(settings: Settings, files: dict[str, bytes]) -> dict[str, str]:
     return {name: registry.register(name, data).record.document_key for name, data in files.items()}
 
 
-def run_range(instance: dg.DagsterInstance, settings: Settings, keys: list[str], job: str):
+def run_range(
+    instance: dg.DagsterInstance,
+    settings: Settings,
+    keys: list[str],
+    job: str,
+    tags: dict[str, str] | None = None,
+):
     return (
         definitions_for(settings)
         .resolve_job_def(job)
         .execute_in_process(
             instance=instance,
-            tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+            tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1], **(tags or {})},
             raise_on_error=False,
         )
     )
@@ -95,6 +106,38 @@ def test_second_run_pays_nothing_for_documents_already_extracted(
         dg.AssetRecordsFilter(asset_key=EXTRACTION, asset_partitions=[ordered[0]]), limit=1
     ).records
     assert records[0].asset_materialization.metadata["cache_hit"].value is True
+
+
+def test_a_run_retry_does_not_pay_again_for_what_its_parent_failed_for_good(
+    instance: dg.DagsterInstance, pipeline_settings: Settings, model_simulator: SimulatorControl
+) -> None:
+    """A run retry (its worker died, say) after a run that had recorded a refusal: the refusal
+    stands without a second call; the successes are served free from the store."""
+    files = {f"inv{i}.pdf": invoice_pdf(make_invoice(i)) for i in (1, 2)}
+    files["refused.pdf"] = invoice_pdf(make_invoice(4), extra_text="SIMULATE:REFUSE")
+    keys = register(pipeline_settings, files)
+    ordered = list(keys.values())
+    instance.add_dynamic_partitions("documents", ordered)
+    first = run_range(instance, pipeline_settings, ordered, "intake_job")
+    assert not first.success and model_simulator.requests()["count"] == 3
+
+    retry = run_range(
+        instance, pipeline_settings, ordered, "intake_job", {PARENT_RUN_TAG: first.run_id}
+    )
+
+    assert not retry.success  # the refusal still fails its partition
+    assert model_simulator.requests()["count"] == 3  # nothing asked again
+    failure = next(e for e in retry.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    failed = failure.step_failure_data.user_failure_data.metadata["failed_documents"].value
+    assert set(failed) == {keys["refused.pdf"]}
+    hits = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=EXTRACTION, asset_partitions=[keys["inv1.pdf"]]), limit=1
+    ).records
+    assert hits[0].run_id == retry.run_id
+    assert hits[0].asset_materialization.metadata["cache_hit"].value is True
+    # Without a parent, a run asks again: a person re-running a refused document means it.
+    again = run_range(instance, pipeline_settings, ordered, "intake_job")
+    assert not again.success and model_simulator.requests()["count"] == 4
 
 
 def test_backfill_of_extraction_alone_reads_the_stored_originals(
