@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -55,11 +55,16 @@ class ProcessTreeMeter:
     """`with ProcessTreeMeter([pid]) as meter: ...; meter.mark_baseline(); ...; meter.cpu()`."""
 
     def __init__(
-        self, roots: Iterable[int], interval: float = 0.2, root_role: str = "root"
+        self,
+        roots: Iterable[int],
+        interval: float = 0.2,
+        root_role: str = "root",
+        role: Callable[[psutil.Process, bool], str] = default_role,
     ) -> None:
         self.roots = [psutil.Process(pid) for pid in roots]
         self.interval = interval
         self.root_role = root_role
+        self.role = role
         self.seen: dict[Key, _Seen] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -107,7 +112,7 @@ class ProcessTreeMeter:
                     continue
                 entry = self.seen.get(key)
                 if entry is None:
-                    role = self.root_role if is_root else default_role(process, False)
+                    role = self.root_role if is_root else self.role(process, False)
                     entry = self.seen[key] = _Seen(process.pid, key[1], parent_pid, role)
                 entry.own = times.user + times.system
                 entry.children = times.children_user + times.children_system

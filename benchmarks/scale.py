@@ -19,9 +19,13 @@ refresh, peak memory and event-log growth, on a real Postgres instance.
 (g) archiving (core.operations.archive): one `archive_settled` tick on all N live partitions
     and the daemon's removals, every settled document archived, then the ticks of (c) again on
     the live set that is left.
+(h) the idle deployment: `dagster-daemon run` (and the code server it starts) on that instance
+    with an empty drop folder (taken files are stored; the folder can be emptied), nothing
+    arriving: CPU of the daemon's tree and of Postgres over IDLE_SECONDS after a warm-up, as a
+    share of one core.
 (c) and (g) also evaluate the `tables_automation` sensor twice (no cursor, then the first
     tick's): with the tables behind the staged outcomes, so its reads are the real ones.
-Targets: each tick <= 2 s, refresh <= 5 s, no process above 1 GiB.
+Targets: each tick <= 2 s, refresh <= 5 s, no process above 1 GiB, idle below 5% of a core.
 
     .venv/bin/python benchmarks/scale.py            # N=100,000
     .venv/bin/python benchmarks/scale.py --quick    # N=2,000
@@ -45,6 +49,7 @@ from typing import Any
 
 from common import (
     API_KEY,
+    BIN,
     describe_server,
     exit_on_sigterm,
     fresh_database,
@@ -53,6 +58,7 @@ from common import (
     print_table,
     scratch_dir,
     sql_scalar,
+    start_process,
     start_simulator,
     write_results,
 )
@@ -274,116 +280,29 @@ def stage_sensor_tick(ctx: dict[str, Any]) -> dict[str, Any]:
 
 def stage_event_history(ctx: dict[str, Any]) -> dict[str, Any]:
     """The event log a deployment would hold for the first N - 1,000 documents, written in
-    bulk: per document the two planned events of its run and the `source_document` and
+    bulk (staging.py: PostgreSQL COPY of the rows Dagster's own writes leave, checked equal to
+    them): per document the two planned events of its run and the `source_document` and
     `extraction` materialisations with the product's outcome metadata; FAILED_SHARE of them
     failed first (a retryable failure observation per attempt, 1-3 attempts), and of those half
     were extracted on a later attempt and half are still failed, so the retry schedule has
     something to look at. The last 1,000 registered an hour ago and the 1,000 the sensor just
-    took stay unextracted."""
+    took stay unextracted. Then VACUUM (ANALYZE), as autovacuum leaves a long-lived database."""
     import dagster as dg
-    from dagster._core.events import (
-        AssetMaterializationPlannedData,
-        AssetObservationData,
-        DagsterEvent,
-        DagsterEventType,
-        StepMaterializationData,
+    from staging import DocumentHistory, copy_document_history, settle
+
+    history = DocumentHistory(
+        invoice=INVOICE,
+        call=_call_summary(),
+        failed_share=FAILED_SHARE,
+        run_documents=RUN_DOCUMENTS,
+        now=datetime.now(UTC),
     )
-    from dagster._core.events.log import EventLogEntry
-
-    from extraction_pipeline.core.extraction.records import ExtractionRecord
-    from extraction_pipeline.instance.outcomes import outcome_metadata
-
-    call = _call_summary()
-    now = datetime.now(UTC)
-
-    def entry(run_id: str, event_type: Any, data: Any) -> EventLogEntry:
-        return EventLogEntry(
-            user_message="",
-            level=20,
-            job_name="intake_job",
-            run_id=run_id,
-            error_info=None,
-            timestamp=time.time(),
-            dagster_event=DagsterEvent(
-                event_type_value=event_type.value,
-                event_specific_data=data,
-                job_name="intake_job",
-            ),
-        )
-
-    def events_of(index: int, key: str, run_id: str) -> list[EventLogEntry]:
-        events = [
-            entry(
-                run_id,
-                DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-                AssetMaterializationPlannedData(dg.AssetKey(asset), partition=key),
-            )
-            for asset in ("source_document", "extraction")
-        ]
-        events.append(
-            entry(
-                run_id,
-                DagsterEventType.ASSET_MATERIALIZATION,
-                StepMaterializationData(
-                    dg.AssetMaterialization("source_document", partition=key, metadata={"pages": 1})
-                ),
-            )
-        )
-        base = {"document_key": key, "file_name": f"{key}.pdf", "sha256": "0" * 64}
-        failed_attempts = (index % 3) + 1 if index % round(1 / FAILED_SHARE) == 0 else 0
-        for attempt in range(failed_attempts):
-            failure = ExtractionRecord(
-                **base,
-                pages=1,
-                status="failed",
-                call=call,
-                error_kind="server_error",
-                error_message="server_error: 503 from the model",
-                retryable=True,
-                extracted_at=now,
-                run_id=f"{run_id}-{attempt}",
-            )
-            observation = dg.AssetObservation(
-                "extraction", partition=key, metadata=outcome_metadata(failure)
-            )
-            events.append(
-                entry(
-                    run_id,
-                    DagsterEventType.ASSET_OBSERVATION,
-                    AssetObservationData(observation),
-                )
-            )
-        if failed_attempts and index % 2 == 0:
-            return events  # still failed
-        success = ExtractionRecord(
-            **base, pages=1, status="extracted", record=INVOICE, call=call, extracted_at=now
-        )
-        materialization = dg.AssetMaterialization(
-            "extraction", partition=key, metadata=outcome_metadata(success)
-        )
-        events.append(
-            entry(
-                run_id,
-                DagsterEventType.ASSET_MATERIALIZATION,
-                StepMaterializationData(materialization),
-            )
-        )
-        return events
-
     with _instance(ctx) as instance:
         keys = instance.get_dynamic_partitions("documents")[: ctx["documents"] - NEW_FILES]
         began = time.perf_counter()
-        written = 0
-        for start in range(0, len(keys), RUN_DOCUMENTS):
-            run_id = f"scale-run-{start // RUN_DOCUMENTS:06d}"
-            entries = [
-                event
-                for index, key in enumerate(keys[start : start + RUN_DOCUMENTS], start)
-                for event in events_of(index, key, run_id)
-            ]
-            instance.event_log_storage.store_event_batch(entries)
-            written += len(entries)
+        written = copy_document_history(instance, keys, history)
         seconds = time.perf_counter() - began
+        settle(instance)
         materialized = len(instance.get_materialized_partitions(dg.AssetKey("extraction")))
     return {
         "materialised": materialized,
@@ -575,6 +494,72 @@ def stage_event_log(ctx: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+IDLE_WARMUP_SECONDS = 45.0  # the code server starts and every sensor has ticked
+IDLE_SECONDS = 120.0  # --quick: a quarter of both
+
+
+def measure_idle(ctx: dict[str, Any], postmaster: int | None) -> dict[str, Any]:
+    """CPU of the deployment doing nothing: the daemon (sensors every few seconds, schedules,
+    run monitoring) and its code server, and Postgres answering them."""
+    empty_inbox = Path(ctx["workdir"]) / "empty_inbox"
+    empty_inbox.mkdir(exist_ok=True)
+    env = {
+        "DAGSTER_HOME": ctx["home"],
+        "EXTRACTION_PG_URL": ctx["pg_url"],
+        "EXTRACTION_DATA_DIR": ctx["data_dir"],
+        "EXTRACTION_INBOX": str(empty_inbox),
+        "OPENAI_BASE_URL": ctx["base_url"],
+        "OPENAI_API_KEY": API_KEY,
+    }
+    log = Path(ctx["workdir"]) / "idle-daemon.log"
+    with contextlib.ExitStack() as stack:
+        daemon = start_process(
+            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, log, stack
+        )
+        meter = stack.enter_context(ProcessTreeMeter([daemon.pid], root_role="daemon"))
+        database = ctx["pg_url"].rsplit("/", 1)[-1]
+        pg = (
+            stack.enter_context(ProcessTreeMeter([postmaster], role=_postgres_role(database)))
+            if postmaster
+            else None
+        )
+        time.sleep(IDLE_WARMUP_SECONDS * ctx["idle_scale"])
+        meter.mark_baseline()
+        if pg:
+            pg.mark_baseline()
+        seconds = IDLE_SECONDS * ctx["idle_scale"]
+        time.sleep(seconds)
+        by_role = meter.cpu_by_role()
+        # The server's own processes and this database's backends; not other databases' (on a
+        # shared server, tests may be running).
+        postgres_roles = pg.cpu_by_role() if pg else {}
+        postgres = sum(cpu for role, cpu in postgres_roles.items() if role != "other database")
+        alive = daemon.poll() is None
+    share = {role: round(100 * cpu / seconds, 2) for role, cpu in by_role.items()}
+    share["postgres"] = round(100 * postgres / seconds, 2)
+    return {
+        "seconds": seconds,
+        "daemon_alive": alive,
+        "percent_of_a_core": share,
+        "total_percent": round(sum(share.values()), 2),
+    }
+
+
+def _postgres_role(database: str) -> Any:
+    def role(process: Any, is_root: bool) -> str:
+        try:
+            title = " ".join(process.cmdline())
+        except Exception:
+            return "server"
+        if database in title:
+            return "this database"
+        # A backend's title is "postgres: USER DATABASE HOST(PORT) STATE"; the server's own
+        # processes are "postgres: checkpointer", "postgres: walwriter", ...
+        return "other database" if "(" in title else "server"
+
+    return role
+
+
 def in_fresh_process(stage: Any, ctx: dict[str, Any]) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
@@ -614,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             "documents": n,
             "new_files": NEW_FILES,
             "profile": args.profile,
+            "idle_scale": 0.25 if args.quick else 1.0,
         }
         postmaster = postmaster_pid(server_url)
         pg_meter = ProcessTreeMeter([postmaster], root_role="postgres") if postmaster else None
@@ -655,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         archive = in_fresh_process(stage_archive, ctx)
         peaks["(g) archiving (code server)"] = archive.pop("peak_rss")
         figures["archive"] = archive
+        print("(h) the idle deployment ...", flush=True)
+        figures["idle"] = measure_idle(ctx, postmaster)
         peaks["benchmark driver"] = _peak_rss()
         if pg_meter:
             for role, rss in pg_meter.peak_rss_by_role().items():
@@ -737,6 +725,12 @@ def _report(n: int, figures: dict[str, Any], peaks: dict[str, int]) -> None:
                 "(g) then: tables_automation first / next, s",
                 f"{after['tables_automation_first_s']} / {after['tables_automation_next_s']}",
                 "",
+            ),
+            (
+                f"(h) idle deployment, % of a core ({figures['idle']['seconds']:.0f} s)",
+                figures["idle"]["total_percent"],
+                "target < 5; "
+                + ", ".join(f"{k} {v}" for k, v in figures["idle"]["percent_of_a_core"].items()),
             ),
         ],
     )

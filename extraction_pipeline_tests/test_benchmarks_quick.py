@@ -136,6 +136,11 @@ def invariants(name: str, figures: dict, parameters: dict) -> None:
         assert archive["live_after"] == sum(archive["kept"].values()) > 0
         assert set(archive["kept"]) == {"unsettled"}
         assert archive["after"]["retry_failed_run_requests"] >= 1
+        # The idle deployment was measured alive, every process of it.
+        idle = figures["idle"]
+        assert idle["daemon_alive"] and {"daemon", "code server", "postgres"} <= set(
+            idle["percent_of_a_core"]
+        )
     elif name == "scale_out":
         # Each worker count extracted every document once, within the deployment's cap.
         n, cap = parameters["documents"], parameters["concurrency"]
@@ -186,3 +191,18 @@ def _require_scale_out_services() -> None:
         pytest.fail(f"scale_out needs {' and '.join(missing)}")
     if missing:
         pytest.skip(f"scale_out needs {' and '.join(missing)}")
+
+
+def test_the_scale_benchmarks_bulk_staging_leaves_what_dagsters_own_writes_leave() -> None:
+    """benchmarks/staging.py stages one history per event (Dagster's store_event_batch) and by
+    COPY into fresh databases and compares every row and the product's answers: it uses
+    Dagster's private row builders, so an upgrade that changes them must show here."""
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "staging.py"), "-n", "300"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert completed.stdout.count(": 0 differences") == 2, completed.stdout
