@@ -8,12 +8,10 @@ same webserver's GraphQL endpoint.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from extraction_pipeline.core.documents.identity import document_key
 from extraction_pipeline.simulator import SimulatorControl
+from extraction_pipeline_tests.e2e.processes import graphql
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -107,15 +106,7 @@ class PipelineUI:
         return {d.key for d in self.documents if d.refused_by}
 
     def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.loads(response.read())
-        if answer.get("errors"):
-            raise AssertionError(f"GraphQL errors: {answer['errors']}")
-        return dict(answer["data"])
+        return graphql(self.url, query, **variables)
 
     def partition_statuses(self, asset: str) -> dict[str, set[str]]:
         data = self.graphql(PARTITION_STATUSES, path=[asset])["assetNodeOrError"]

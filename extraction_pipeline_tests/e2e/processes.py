@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -111,3 +113,16 @@ def start_dev(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     wait_for(lambda: answers(ui) or dev.poll() is not None, 180, "the UI of `dev`")
     assert dev.poll() is None, log.read_text()[-3000:]
     return dev
+
+
+def graphql(url: str, query: str, **variables: Any) -> dict[str, Any]:
+    """The data of a query to the Dagster webserver at `url`; GraphQL errors fail the test."""
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    if answer.get("errors"):
+        raise AssertionError(f"GraphQL errors: {answer['errors']}")
+    return dict(answer["data"])

@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -61,6 +60,7 @@ from extraction_pipeline_tests.e2e.processes import (
     PROJECT_ROOT,
     answers,
     free_port,
+    graphql,
     processes_mentioning,
     start,
     stop,
@@ -148,18 +148,6 @@ def ingest(env: dict[str, str], folder: Path) -> dict[str, Any]:
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 1, stderr[-3000:]  # 1: some documents failed
     return dict(json.loads(stdout))
-
-
-def graphql(url: str, query: str, **variables: Any) -> dict[str, Any]:
-    body = json.dumps({"query": query, "variables": variables}).encode()
-    request = urllib.request.Request(
-        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        answer = json.loads(response.read())
-    if answer.get("errors"):
-        raise AssertionError(f"GraphQL errors: {answer['errors']}")
-    return dict(answer["data"])
 
 
 ASSET_NODE = '{ assetNodeOrError(assetKey: {path: ["extraction"]}) { __typename } }'
