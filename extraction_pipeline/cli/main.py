@@ -187,7 +187,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def _demo(count: int) -> int:
     from extraction_pipeline.cli.samples import write_demo_documents
-    from extraction_pipeline.core.intake.inbox import open_inbox
+    from extraction_pipeline.core.intake.sources import open_inbox
     from extraction_pipeline.core.settings import Settings
 
     inbox = open_inbox(Settings.from_env().inbox)

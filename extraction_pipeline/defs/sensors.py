@@ -6,7 +6,8 @@ from collections.abc import Sequence
 import dagster as dg
 
 from extraction_pipeline.core.intake.admission import IntakeDecision, take_documents
-from extraction_pipeline.core.intake.inbox import IntakeCursor, open_inbox, plan_tick
+from extraction_pipeline.core.intake.inbox import IntakeCursor, plan_tick
+from extraction_pipeline.core.intake.sources import open_inbox
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.jobs import intake_job, source_job
 from extraction_pipeline.defs.resources import DocumentStoreResource

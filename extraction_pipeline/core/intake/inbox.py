@@ -1,8 +1,8 @@
 """The drop folder: what is in it, which files are new and ready tick by tick, and reading them.
 
 A drop folder is an `InboxSource`: a local folder (`LocalInbox`, below) or an S3 prefix
-(`core.intake.s3_inbox`); `open_inbox` picks by EXTRACTION_INBOX. Both list into `InboxEntry`s
-planned by the same cursor logic.
+(`core.intake.s3_inbox`); `core.intake.sources.open_inbox` picks by EXTRACTION_INBOX. Both
+list into `InboxEntry`s planned by the same cursor logic.
 
 The cursor is a watermark on the files' change time (ctime, which a rename or copy into the
 folder always bumps, unlike mtime that `mv` and `cp -p` keep) plus the few names taken at or
@@ -33,7 +33,6 @@ from typing import Protocol
 
 from extraction_pipeline.core.documents.identity import display_name
 from extraction_pipeline.core.documents.refusals import Refusal, RefusalReason
-from extraction_pipeline.core.store import is_object_storage_url
 
 PDF_SUFFIX = ".pdf"
 _READ_CHUNK = 1 << 20
@@ -157,15 +156,6 @@ class LocalInbox:
         temporary = self.folder / f".{name}.part"  # hidden: never listed half-written
         temporary.write_bytes(data)
         temporary.replace(self.folder / name)
-
-
-def open_inbox(location: Path | str) -> InboxSource:
-    """The drop folder EXTRACTION_INBOX names: a local folder, or an s3:// prefix."""
-    if is_object_storage_url(str(location)):
-        from extraction_pipeline.core.intake.s3_inbox import S3Inbox
-
-        return S3Inbox(str(location))
-    return LocalInbox(Path(location))
 
 
 def plan_tick(

@@ -12,10 +12,10 @@ from extraction_pipeline.core.intake.inbox import (
     InboxFileChanged,
     InboxFileRefused,
     IntakeCursor,
-    open_inbox,
     plan_tick,
 )
 from extraction_pipeline.core.intake.s3_inbox import LAG_SECONDS, S3Inbox
+from extraction_pipeline.core.intake.sources import open_inbox
 from extraction_pipeline_tests.pdfs import good_pdf
 
 
