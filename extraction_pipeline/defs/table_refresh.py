@@ -9,7 +9,7 @@ latest refresh and its checks are the ones evaluated on it (runs extract side by
 """
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -110,13 +110,7 @@ def changed_documents(
     documents cost nothing), and the position after them."""
     paid: dict[str, float] = {}
     taken: list[int] = []
-    feeds = (
-        (instance.fetch_materializations, EXTRACTION_KEY),
-        (instance.fetch_observations, EXTRACTION_KEY),
-        # Source materialisations are not outcomes: the extraction that follows is.
-        (instance.fetch_observations, SOURCE_KEY),
-    )
-    for fetch, asset_key in feeds:
+    for fetch, asset_key in outcome_feeds(instance):
         record_filter = dg.AssetRecordsFilter(
             asset_key=asset_key, after_storage_id=position.read_after
         )
@@ -136,6 +130,19 @@ def changed_documents(
                 break
             page_cursor = result.cursor
     return paid, position.advance(taken)
+
+
+def outcome_feeds(
+    instance: dg.DagsterInstance,
+) -> tuple[tuple[Callable[..., dg.EventRecordsResult], dg.AssetKey], ...]:
+    """Where document outcomes are in the event log: `extraction` materialisations and failure
+    observations, and `source_document` failure observations (an unreadable document's only
+    outcome; source materialisations are not outcomes, the extraction that follows is)."""
+    return (
+        (instance.fetch_materializations, EXTRACTION_KEY),
+        (instance.fetch_observations, EXTRACTION_KEY),
+        (instance.fetch_observations, SOURCE_KEY),
+    )
 
 
 def _cost(record: dg.EventLogRecord) -> float:

@@ -14,28 +14,16 @@ import dagster as dg
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.tables.catch_up import CatchUpCursor, decide_catch_up
 from extraction_pipeline.core.tables.layout import DOCUMENTS
+from extraction_pipeline.defs.table_refresh import outcome_feeds
 from extraction_pipeline.instance.facts import UNFINISHED
-from extraction_pipeline.instance.names import EXTRACTION_KEY, SOURCE_KEY, TRIGGER_TAG
-
-# Where the document outcomes are (see table_refresh.changed_documents): extraction
-# materialisations and failures, source failures (unreadable documents).
-_OUTCOME_FEEDS = (
-    ("materializations", EXTRACTION_KEY),
-    ("observations", EXTRACTION_KEY),
-    ("observations", SOURCE_KEY),
-)
+from extraction_pipeline.instance.names import TRIGGER_TAG
 
 
 def newest_outcome(instance: dg.DagsterInstance) -> int | None:
     """The storage id of the newest outcome event (a batch submission counts too: a refresh
     then only moves the tables' position past it)."""
     newest = None
-    for kind, key in _OUTCOME_FEEDS:
-        fetch = (
-            instance.fetch_materializations
-            if kind == "materializations"
-            else instance.fetch_observations
-        )
+    for fetch, key in outcome_feeds(instance):
         records = fetch(dg.AssetRecordsFilter(asset_key=key), limit=1).records
         if records:
             newest = max(newest or 0, records[0].storage_id)
