@@ -3,7 +3,9 @@
 Each is used where Dagster offers no public way:
 - a run launcher's health-check result types (run monitoring asks launchers for them) and the
   run tag where the default launcher records the code server it used;
-- the type a configurable storage class is constructed with (dagster.yaml's `module`/`class`);
+- the type a configurable storage class is constructed with (dagster.yaml's `module`/`class`),
+  and what the event-log storage (`instance/event_log.py`) needs to write events as
+  dagster-postgres does: the event table and which event types touch the asset tables;
 - the tags that carry a materialisation's data provenance. Dagster writes them for an asset's
   own outputs; the document runs report the tables they refresh from inside their step, and
   without these tags the UI calls those tables "Unsynced" (`dg.DataProvenance.from_tags` is
@@ -23,12 +25,17 @@ from dagster._core.definitions.data_version import (
     get_input_data_version_tag,
     get_input_event_pointer_tag,
 )
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._serdes import ConfigurableClassData
 
 __all__ = [
+    "ASSET_CHECK_EVENTS",
+    "ASSET_EVENTS",
     "GRPC_INFO_TAG",
+    "SqlEventLogStorageTable",
     "CheckRunHealthResult",
     "ConfigurableClassData",
     "WorkerStatus",
