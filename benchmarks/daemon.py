@@ -162,6 +162,13 @@ class RunningPipeline:
         def after(moment: float | None) -> float | None:
             return None if moment is None else round(moment - since, 2)
 
+        every = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=EXTRACTION), limit=10_000
+        ).records
+        per_window: dict[int, int] = {}
+        for record in every:
+            window = int((record.timestamp - since) // RATE_WINDOW_SECONDS)
+            per_window[window] = per_window.get(window, 0) + 1
         all_runs = len(self.instance.get_run_ids())
         runs = sorted(
             (after(r.create_timestamp.timestamp()), after(r.start_time), after(r.end_time))
@@ -179,6 +186,9 @@ class RunningPipeline:
             "last_run_ended_s": after(max(ended, default=None)),
             "last_extraction_s": after(extractions[0].timestamp if extractions else None),
             "last_tables_refresh_s": after(tables[0].timestamp if tables else None),
+            f"extractions_per_{RATE_WINDOW_SECONDS}s": [
+                per_window.get(w, 0) for w in range(max(per_window, default=-1) + 1)
+            ],
         }
 
     def run_stages(self, run_id: str, since: float) -> dict[str, float]:
@@ -215,6 +225,10 @@ class RunningPipeline:
                     )
                 )
         return sorted(ticks)
+
+
+# Extraction materialisations are counted in windows of this many seconds after the drop.
+RATE_WINDOW_SECONDS = 5
 
 
 def sensors_that_ticked(instance: dg.DagsterInstance) -> set[str]:

@@ -37,7 +37,7 @@ from common import (
     start_simulator,
     write_results,
 )
-from daemon import PRODUCT, Knobs, RunningPipeline
+from daemon import PRODUCT, RATE_WINDOW_SECONDS, Knobs, RunningPipeline
 from meter import ProcessTreeMeter
 from openai import AsyncOpenAI
 
@@ -261,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = pipeline["intake_runs_created_started_ended_s"]
     print("intake runs (created, started, ended), s:", runs)
     print("inbox_sensor ticks (start, end, runs), s:", pipeline["inbox_sensor_ticks_s"])
+    print(
+        f"extractions recorded per {RATE_WINDOW_SECONDS} s after the drop:",
+        pipeline[f"extractions_per_{RATE_WINDOW_SECONDS}s"],
+    )
     print_table(
         "Ratios",
         [

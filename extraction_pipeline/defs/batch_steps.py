@@ -79,6 +79,9 @@ class BatchSubmission:
             self.job.records.save(outcome)
             yield outcome
 
+    def remaining_groups(self, window_seconds: float) -> Iterator[list[ExtractionRecord]]:
+        yield list(self.remaining())
+
     def submit_batches(self, log: logging.Logger) -> Iterator[dg.AssetObservation]:
         """Submit what `remaining` left, one batch per input file the API allows; each batch's
         events right after it is created, so a step retry does not submit it twice."""

@@ -23,6 +23,7 @@ from extraction_pipeline.core.extraction.validation import ValidationPolicy
 from extraction_pipeline.core.settings import ExtractionSettings
 from extraction_pipeline.core.tables.layout import TableSet, record_layouts
 from extraction_pipeline.defs.batch_steps import BatchSubmission, collect_batch
+from extraction_pipeline.defs.event_batches import MAX_WAIT_SECONDS, EventBatches
 from extraction_pipeline.defs.metadata import column_schema
 from extraction_pipeline.defs.partitions import documents_backfill_policy
 from extraction_pipeline.defs.resources import DocumentStoreResource, ExtractionAgentResource
@@ -119,7 +120,9 @@ def build_document_assets(
         context: dg.AssetExecutionContext,
         document_store: DocumentStoreResource,
         extraction_agent: ExtractionAgentResource,
-    ) -> Iterator[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation]:
+    ) -> Iterator[
+        dg.DagsterEvent | dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation
+    ]:
         keys = context.partition_keys
         selected = context.selected_asset_keys
         settled = _settled_before(context)
@@ -189,18 +192,19 @@ def _read_and_extract(
     stream: ExtractionStream | BatchSubmission | None,
     outcomes: list[ExtractionRecord],
     failures: dict[str, str],
-) -> Generator[dg.AssetMaterialization | dg.AssetObservation, None, bool]:
+) -> Generator[dg.DagsterEvent | dg.AssetMaterialization | dg.AssetObservation, None, bool]:
     """Read each document's source and extract it: online, each document goes to the model as
-    soon as its source is read and each outcome is recorded as soon as it is stored (reading,
-    calls and event writes overlap); in batch mode they are submitted together at the end.
-    Returns whether any document was unreadable."""
+    soon as its source is read and each outcome is recorded soon after it is stored, in batches
+    (reading, calls and event writes overlap); in batch mode they are submitted together at the
+    end. Returns whether any document was unreadable."""
     # Neither extracted online nor submitted again: documents waiting in a batch (their answer
     # is on its way). A run retry of a submitting run finds its own batches here.
     waiting = documents_in_open_batches(context.instance) if stream is not None else {}
+    events = EventBatches(context)
     with stream if stream is not None else contextlib.nullcontext():
         try:
             unreadable_seen = yield from _document_events(
-                context, job, settled, stream, outcomes, failures, waiting
+                context, job, settled, stream, outcomes, failures, waiting, events
             )
             if isinstance(stream, BatchSubmission):
                 for event in stream.submit_batches(context.log):
@@ -212,7 +216,8 @@ def _read_and_extract(
                     f"{job.stop_grace_seconds:.0f} s to finish; unsent documents are left for "
                     "the retry of this run"
                 )
-                yield from _extraction_events(stream.interrupt(), outcomes, failures)
+                events.add(_extraction_events(stream.interrupt(), outcomes, failures))
+            yield from events.flush()
             raise _interrupted(
                 context, context.partition_keys, settled, outcomes, failures
             ) from None
@@ -252,9 +257,11 @@ def _document_events(
     outcomes: list[ExtractionRecord],
     failures: dict[str, str],
     waiting: Mapping[str, str],
-) -> Generator[dg.AssetMaterialization | dg.AssetObservation, None, bool]:
+    events: EventBatches,
+) -> Generator[dg.DagsterEvent, None, bool]:
     """Each document's source event, then (when extracting) its extraction event as its
-    outcome arrives. Returns whether any document was unreadable."""
+    outcome arrives, written in batches (`EventBatches`); all are written when it returns.
+    Returns whether any document was unreadable."""
     unreadable_seen = False
     for key in context.partition_keys:
         info = None
@@ -266,21 +273,29 @@ def _document_events(
                 failures[key] = source.error_message or "unreadable"
                 unreadable_seen = True
                 context.log.error(f"{key}: {failures[key]}")
-                yield dg.AssetObservation(
-                    asset_key=SOURCE_KEY, partition=key, metadata=outcome_metadata(source)
+                events.add(
+                    [
+                        dg.AssetObservation(
+                            asset_key=SOURCE_KEY, partition=key, metadata=outcome_metadata(source)
+                        )
+                    ]
                 )
             else:
                 info = source.info
-                yield _source_materialization(job.registry, source)
+                events.add([_source_materialization(job.registry, source)])
         if key in waiting and stream is not None:
             context.log.info(f"{key}: waits in batch {waiting[key]}; not taken again")
             continue
         if stream is not None and key not in settled.extraction and key not in failures:
             stream.submit(key, info)
-            yield from _extraction_events(stream.ready(), outcomes, failures)
+            events.add(_extraction_events(stream.ready(), outcomes, failures))
+        yield from events.flush_if_due()
+    yield from events.flush()  # before waiting for the model
     if stream is not None:
         stream.close()
-        yield from _extraction_events(stream.remaining(), outcomes, failures)
+        for group in stream.remaining_groups(MAX_WAIT_SECONDS):
+            events.add(_extraction_events(group, outcomes, failures))
+            yield from events.flush()
     return unreadable_seen
 
 

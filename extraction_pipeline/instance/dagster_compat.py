@@ -6,6 +6,8 @@ Each is used where Dagster offers no public way:
 - the type a configurable storage class is constructed with (dagster.yaml's `module`/`class`),
   and what the event-log storage (`instance/event_log.py`) needs to write events as
   dagster-postgres does: the event table and which event types touch the asset tables;
+- how a step logs its events as one batch (`batched_step_events`), as Dagster does for a ranged
+  output's materialisations;
 - the tags that carry a materialisation's data provenance. Dagster writes them for an asset's
   own outputs; the document runs report the tables they refresh from inside their step, and
   without these tags the UI calls those tables "Unsynced" (`dg.DataProvenance.from_tags` is
@@ -14,7 +16,7 @@ Each is used where Dagster offers no public way:
 changes any of them.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 from dagster._core.definitions.data_version import (
@@ -25,7 +27,13 @@ from dagster._core.definitions.data_version import (
     get_input_data_version_tag,
     get_input_event_pointer_tag,
 )
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
+from dagster._core.events import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    DagsterEventBatchMetadata,
+    generate_event_batch_id,
+)
+from dagster._core.execution.context.system import StepExecutionContext
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.tags import GRPC_INFO_TAG
@@ -35,10 +43,11 @@ __all__ = [
     "ASSET_CHECK_EVENTS",
     "ASSET_EVENTS",
     "GRPC_INFO_TAG",
-    "SqlEventLogStorageTable",
     "CheckRunHealthResult",
     "ConfigurableClassData",
+    "SqlEventLogStorageTable",
     "WorkerStatus",
+    "batched_step_events",
     "provenance_tags",
 ]
 
@@ -55,3 +64,22 @@ def provenance_tags(
         pointer = NULL_EVENT_POINTER if storage_id is None else str(storage_id)
         tags[get_input_event_pointer_tag(key)] = pointer
     return tags
+
+
+def batched_step_events(
+    step_context: StepExecutionContext,
+    events: Sequence[dg.AssetMaterialization | dg.AssetObservation],
+) -> list[dg.DagsterEvent]:
+    """`events` as one batch of the step's Dagster events, as Dagster logs a ranged output's
+    materialisations: each is logged when built (Dagster holds a batch until its last event
+    when DAGSTER_EVENT_BATCH_SIZE is set, then writes it with one `store_event_batch`); the step
+    yields them so they appear among its events as `context.log_event`'s do."""
+    batch_id = generate_event_batch_id()
+    built = []
+    for index, event in enumerate(events):
+        metadata = DagsterEventBatchMetadata(batch_id, index == len(events) - 1)
+        if isinstance(event, dg.AssetMaterialization):
+            built.append(dg.DagsterEvent.asset_materialization(step_context, event, metadata))
+        else:
+            built.append(dg.DagsterEvent.asset_observation(step_context, event, metadata))
+    return built

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from pydantic import BaseModel
@@ -122,6 +123,19 @@ class ExtractionStream:
         """Every outcome not taken yet, waiting for each; call after `close()`."""
         while self._pending:
             yield self._take(self._outcomes.get())
+
+    def remaining_groups(self, window_seconds: float) -> Iterator[list[ExtractionRecord]]:
+        """`remaining()` in groups: each wait for an outcome also takes those stored within
+        `window_seconds` of it, so the caller can record them together."""
+        while self._pending:
+            group = [self._take(self._outcomes.get())]
+            deadline = time.monotonic() + window_seconds
+            while self._pending and (left := deadline - time.monotonic()) > 0:
+                try:
+                    group.append(self._take(self._outcomes.get(timeout=left)))
+                except queue.Empty:
+                    break
+            yield group
 
     def _take(self, item: ExtractionRecord | _Done) -> ExtractionRecord:
         if isinstance(item, _Done):

@@ -110,6 +110,9 @@ class RateLimiter:
         self._shared = shared
         # One waiter of this process asks the shared slots at a time, in arrival order.
         self._slot_queue = asyncio.Lock()
+        # Shared slots held for this process's waiters, and how many permits still want one.
+        self._spare: list[int] = []
+        self._wanting = 0
         self._rpm = rpm or None
         self._tpm = tpm or None
         self._clock = clock
@@ -122,27 +125,51 @@ class RateLimiter:
     async def acquire(self, estimated_tokens: int = 0) -> AsyncIterator[Permit]:
         """Wait for a concurrency slot and for room in the RPM/TPM window, then hold a permit."""
         start = self._clock()
-        if self._slots is not None:
-            await self._slots.acquire()
+        self._wanting += 1
+        wanting = True
+        try:
+            if self._slots is not None:
+                await self._slots.acquire()
+        except BaseException:
+            self._wanting -= 1
+            self._give_back_spares()
+            raise
         slot = None
         try:
             if self._shared is not None and self._capacity is not None:
                 slot = await self._shared_slot(self._shared, self._capacity)
+            self._wanting -= 1
+            wanting = False
             record = await self._admit(max(estimated_tokens, 0))
             yield Permit(record, waited_seconds=self._clock() - start)
         finally:
-            if slot is not None and self._shared is not None:
-                self._shared.release_slot(slot)
+            if wanting:
+                self._wanting -= 1
+            if slot is not None:
+                self._spare.append(slot)
+            self._give_back_spares()
             if self._slots is not None:
                 self._slots.release()
 
     async def _shared_slot(self, shared: SharedLimits, capacity: int) -> int:
         async with self._slot_queue:
             delay = SLOT_POLL_SECONDS[0]
-            while (slot := await self._while_unavailable(shared.try_slot, capacity)) is None:
+            while True:
+                if self._spare:
+                    return self._spare.pop()
+                slot = await self._while_unavailable(shared.try_slot, capacity)
+                if slot is not None:
+                    return slot
                 await self._sleep(delay)
                 delay = min(delay * 2, SLOT_POLL_SECONDS[1])
-            return slot
+
+    def _give_back_spares(self) -> None:
+        """A shared slot this process is done with goes straight to its next waiter (no round
+        trip, no other process taking it in between: an older run keeps the slots it uses and
+        finishes first); with no waiter here it goes back to the deployment."""
+        while self._spare and self._wanting == 0:
+            assert self._shared is not None
+            self._shared.release_slot(self._spare.pop())
 
     async def _while_unavailable(self, ask: Callable[..., T], *args: Any) -> T:
         """`ask(*args)`; while the shared limits cannot be reached (a database restart), wait

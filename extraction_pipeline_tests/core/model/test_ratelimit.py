@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -220,6 +221,65 @@ def test_shared_slots_bound_the_calls_of_every_process_together() -> None:
     asyncio.run(waits())
     assert len(fake.sleeps) == 5
     assert fake.sleeps == sorted(fake.sleeps) and max(fake.sleeps) <= 0.05  # backs off, bounded
+
+
+def test_a_slot_goes_straight_to_the_next_waiter_of_its_process_then_back() -> None:
+    """Six calls on a cap of 2: the two slots are taken once each, handed from call to call
+    inside the process (no round trip for each call), and given back when no call waits."""
+    fake, shared = FakeTime(), FakeShared()
+    in_flight, peak = 0, 0
+
+    async def call(rl: RateLimiter) -> None:
+        nonlocal in_flight, peak
+        async with rl.acquire():
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0)
+            in_flight -= 1
+
+    async def scenario() -> None:
+        rl = RateLimiter(max_concurrency=2, shared=shared, clock=fake.clock, sleep=fake.sleep)
+        await asyncio.gather(*(call(rl) for _ in range(6)))
+        assert shared.taken == set()  # nobody waits here any more: both slots are back
+        async with rl.acquire():  # and a later call asks for one again
+            assert len(shared.taken) == 1
+
+    asyncio.run(scenario())
+    assert peak == 2 and shared.peak == 2
+    assert shared.asked == 3  # two for the six calls, one for the later call
+    assert not fake.sleeps
+    assert shared.taken == set()
+
+
+def test_a_waiter_that_gives_up_leaves_no_slot_held() -> None:
+    fake, shared = FakeTime(), FakeShared()
+
+    async def scenario() -> None:
+        rl = RateLimiter(max_concurrency=1, shared=shared, clock=fake.clock, sleep=fake.sleep)
+        holder_in = asyncio.Event()
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with rl.acquire():
+                holder_in.set()
+                await release.wait()
+
+        async def waiter() -> None:
+            async with rl.acquire():
+                raise AssertionError("never gets the slot: cancelled first")
+
+        first = asyncio.create_task(holder())
+        await holder_in.wait()
+        second = asyncio.create_task(waiter())
+        await asyncio.sleep(0)
+        second.cancel()
+        release.set()
+        await first
+        with contextlib.suppress(asyncio.CancelledError):
+            await second
+
+    asyncio.run(scenario())
+    assert shared.taken == set()
 
 
 def test_the_shared_window_admits_and_takes_the_real_token_count() -> None:
