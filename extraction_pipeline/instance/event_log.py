@@ -2,8 +2,9 @@
 
 `PooledPostgresEventLogStorage` is dagster-postgres' event-log storage with cheaper writes:
 
-- **A pool.** The stock storage uses `NullPool`: every event write opens a new PostgreSQL
-  connection (a new server backend, ~10 ms). Reads keep a small pool tested on checkout.
+- **A pool** (as the project's run and schedule storage, `instance/pooled_storage.py`). The stock
+  storage uses `NullPool`: every event write opens a new PostgreSQL connection (a new server
+  backend, ~10 ms). Reads keep a small pool tested on checkout.
 - **One transaction per write.** The stock `store_event` takes two connections and three commits
   per asset event (the row, a `NOTIFY` nobody listens to since Dagster polls, then the asset's
   summary row); here the row, its indexed tags and the summary row go in one transaction on a
@@ -33,7 +34,6 @@ from dagster import EventLogEntry
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import (
     DagsterPostgresException,
-    create_pg_engine,
     get_token_provider_from_config,
     pg_url_from_config,
 )
@@ -44,11 +44,8 @@ from extraction_pipeline.instance.dagster_compat import (
     ConfigurableClassData,
     SqlEventLogStorageTable,
 )
+from extraction_pipeline.instance.pooled_storage import pooled_engine
 
-POOL_SIZE = 2
-# Connections are replaced after this long, so a pipeline left running for days holds no
-# connection a server or proxy has silently dropped.
-POOL_RECYCLE_SECONDS = 300
 # How long an event write waits for the database to come back (a restart, a failover).
 RECONNECT_SECONDS = 120.0
 # Events Dagster buffers before it hands them to `store_event_batch` (a run's planned events:
@@ -68,25 +65,11 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
     ) -> None:
         super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
         self._engine.dispose()
-        self._engine = create_pg_engine(
-            self.postgres_url,
-            self._token_provider,
-            isolation_level="AUTOCOMMIT",
-            pool_size=POOL_SIZE,
-            max_overflow=4,
-            pool_recycle=POOL_RECYCLE_SECONDS,
-            # A pooled connection outlives a database restart: test it on checkout, so a read
-            # after a restart does not fail (the stock storage connects anew).
-            pool_pre_ping=True,
-        )
+        self._engine = pooled_engine(self.postgres_url, self._token_provider, pool_size=2)
         # Writes: transactions, no ping (a write on a dropped connection fails, the pool drops
         # its connections, and `_while_database_returns` writes again on a new one).
-        self._write_engine = create_pg_engine(
-            self.postgres_url,
-            self._token_provider,
-            pool_size=POOL_SIZE,
-            max_overflow=4,
-            pool_recycle=POOL_RECYCLE_SECONDS,
+        self._write_engine = pooled_engine(
+            self.postgres_url, self._token_provider, pool_size=1, autocommit=False, ping=False
         )
         self._tables_seen: set[str] = set()
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
@@ -113,6 +96,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
 
     def dispose(self) -> None:
         super().dispose()
+        self._engine.dispose()
         self._write_engine.dispose()
 
     def _write(self, events: Sequence[EventLogEntry]) -> None:

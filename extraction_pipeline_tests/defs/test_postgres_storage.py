@@ -37,10 +37,36 @@ def test_runs_and_events_land_in_postgres_tables(
         assert cursor.fetchall() == [(key,)]
 
 
-def test_event_log_storage_is_the_pooled_one_from_dagster_yaml(
-    instance: dg.DagsterInstance,
+def test_the_storages_are_the_pooled_ones_from_dagster_yaml(
+    instance: dg.DagsterInstance, pg_url: str
 ) -> None:
     from extraction_pipeline.instance.event_log import PooledPostgresEventLogStorage
+    from extraction_pipeline.instance.pooled_storage import (
+        PooledPostgresRunStorage,
+        PooledPostgresScheduleStorage,
+    )
 
     assert isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
-    assert instance.event_log_storage._engine.pool.size() == 2  # a pool, not NullPool
+    assert isinstance(instance.run_storage, PooledPostgresRunStorage)
+    assert isinstance(instance.schedule_storage, PooledPostgresScheduleStorage)
+
+    def started_backends() -> set[int]:
+        with psycopg2.connect(libpq_dsn(pg_url)) as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return {row[0] for row in cursor.fetchall()}
+
+    for _ in range(3):  # what the daemon asks every second or so, when nothing happens
+        instance.get_runs(limit=10)
+        instance.all_instigator_state()
+        instance.get_latest_materialization_event(dg.AssetKey("extraction"))
+    before = started_backends()
+    for _ in range(20):
+        instance.get_runs(limit=10)
+        instance.all_instigator_state()
+        instance.get_latest_materialization_event(dg.AssetKey("extraction"))
+    # The same connections answered: no backend started per query (the stock storages' NullPool).
+    assert started_backends() == before
+    assert 1 <= len(before) <= 4

@@ -1,0 +1,101 @@
+"""dagster-postgres' run and schedule storage with a small connection pool.
+
+The stock classes use `NullPool`: every query opens a new PostgreSQL connection (a new server
+backend: fork, authentication, catalog caches). The daemon asks them several times a second even
+when nothing happens (the run queue every second, sensor and schedule bookkeeping, run
+monitoring), so an idle deployment's Postgres spent most of its CPU starting and ending backends.
+Here each storage keeps one connection (more while threads need them, closed after use) that is
+tested on checkout, so a database restart costs nothing but a reconnect. The event-log storage
+(`instance/event_log.py`) pools the same way. dagster.yaml names these classes; the stock ones
+are `dagster_postgres.PostgresRunStorage` and `PostgresScheduleStorage`.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy
+from dagster_postgres import PostgresRunStorage, PostgresScheduleStorage
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+)
+
+from extraction_pipeline.instance.dagster_compat import ConfigurableClassData
+
+# Connections are replaced after this long, so a pipeline left running for days holds no
+# connection a server or proxy has silently dropped.
+POOL_RECYCLE_SECONDS = 300
+
+
+def pooled_engine(
+    url: str, token_provider: Any, pool_size: int, *, autocommit: bool = True, ping: bool = True
+) -> sqlalchemy.Engine:
+    """An engine keeping `pool_size` connections open (and up to 4 more while in use)."""
+    return create_pg_engine(
+        url,
+        token_provider,
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
+        pool_size=pool_size,
+        max_overflow=4,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        # A pooled connection outlives a database restart: test it on checkout, so a query after
+        # a restart does not fail (the stock storage connects anew every time).
+        pool_pre_ping=ping,
+    )
+
+
+class PooledPostgresRunStorage(PostgresRunStorage):
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: Any = None,
+    ) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        self._engine.dispose()
+        self._engine = pooled_engine(self.postgres_url, self._token_provider, pool_size=1)
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> "PooledPostgresRunStorage":
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
+
+
+class PooledPostgresScheduleStorage(PostgresScheduleStorage):
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: Any = None,
+    ) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        self._engine.dispose()
+        self._engine = pooled_engine(self.postgres_url, self._token_provider, pool_size=1)
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> "PooledPostgresScheduleStorage":
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
