@@ -198,7 +198,9 @@ class Settings(_FromEnv):
     )
     documents_per_run: int = setting(
         "EXTRACTION_DOCUMENTS_PER_RUN",
-        200,
+        # One run per sensor tick (EXTRACTION_SENSOR_MAX_FILES): each run costs a process
+        # start (~2 s of CPU) and runs side by side contend for the cores (README "Performance").
+        1000,
         "Most documents one run takes (sensor, schedules, backfills); fewer spread more",
         ge=1,
     )
