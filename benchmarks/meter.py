@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import psutil
@@ -60,8 +60,11 @@ class ProcessTreeMeter:
         interval: float = 0.2,
         root_role: str = "root",
         role: Callable[[psutil.Process, bool], str] = default_role,
+        root_roles: Mapping[int, str] | None = None,
     ) -> None:
         self.roots = [psutil.Process(pid) for pid in roots]
+        # A root's own role when it is not `root_role` (several roots: a daemon, a code server).
+        self.root_roles = dict(root_roles or {})
         self.interval = interval
         self.root_role = root_role
         self.role = role
@@ -112,7 +115,11 @@ class ProcessTreeMeter:
                     continue
                 entry = self.seen.get(key)
                 if entry is None:
-                    role = self.root_role if is_root else self.role(process, False)
+                    role = (
+                        self.root_roles.get(process.pid, self.root_role)
+                        if is_root
+                        else self.role(process, False)
+                    )
                     entry = self.seen[key] = _Seen(process.pid, key[1], parent_pid, role)
                 entry.own = times.user + times.system
                 entry.children = times.children_user + times.children_system

@@ -1,8 +1,8 @@
 """Where the pipeline's time goes: CPU per process and per document, with profiles.
 
-The pipeline as in throughput.py (b): a `dagster-daemon` on a fresh DAGSTER_HOME and database,
-N generated invoices dropped into its inbox, until every `extraction` partition is materialised
-and documents.parquet holds N rows. In that window it measures:
+The pipeline as in throughput.py (b): a code server and a `dagster-daemon` on a fresh
+DAGSTER_HOME and database, N generated invoices dropped into its inbox, until every `extraction`
+partition is materialised and documents.parquet holds N rows. In that window it measures:
 - CPU per process (daemon, code server, each run worker, resolved to its run and job), the
   Postgres server and the simulator, divided by N;
 - database work: pg_stat_database (sessions, commits, tuples) and pg_stat_user_tables deltas of
@@ -192,8 +192,11 @@ class Watcher:
     """Every process of the daemon's tree as it appears (role, command line); with `pyspy`, a
     py-spy record of each Python process (raw collapsed stacks, on-CPU samples only)."""
 
-    def __init__(self, daemon_pid: int, out: Path, rate: int, pyspy: bool) -> None:
+    def __init__(
+        self, daemon_pid: int, code_server_pid: int, out: Path, rate: int, pyspy: bool
+    ) -> None:
         self.daemon_pid, self.out, self.rate, self.pyspy = daemon_pid, out, rate, pyspy
+        self.code_server_pid = code_server_pid
         self.spies: dict[int, subprocess.Popen[bytes]] = {}
         self.processes: dict[int, dict[str, Any]] = {}
         self._stop = threading.Event()
@@ -204,8 +207,11 @@ class Watcher:
         self._thread.start()
 
     def _attach(self) -> None:
-        root = psutil.Process(self.daemon_pid)
-        for process in [root, *root.children(recursive=True)]:
+        tree = []
+        for pid in (self.daemon_pid, self.code_server_pid):
+            root = psutil.Process(pid)
+            tree += [root, *root.children(recursive=True)]
+        for process in tree:
             if process.pid in self.processes:
                 continue
             role = role_of(process, self.daemon_pid)
@@ -350,7 +356,7 @@ def measure(args: argparse.Namespace) -> None:
         simulator.reset(args.latency)
         time.sleep(1.5)  # let the idle pipeline's stats reach pg_stat_database
         before = db_counters(pg_url)
-        watcher = Watcher(pipeline.daemon.pid, out, args.rate, args.pyspy)
+        watcher = Watcher(pipeline.daemon.pid, pipeline.code_server.pid, out, args.rate, args.pyspy)
         perf = None
         if args.perf:
             perf_log = (out / "perf.log").open("wb")

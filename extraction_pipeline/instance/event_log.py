@@ -44,7 +44,7 @@ from extraction_pipeline.instance.dagster_compat import (
     ConfigurableClassData,
     SqlEventLogStorageTable,
 )
-from extraction_pipeline.instance.pooled_storage import pooled_engine
+from extraction_pipeline.instance.pooled_storage import check_tables_once, pooled_engine
 
 # How long an event write waits for the database to come back (a restart, a failover).
 RECONNECT_SECONDS = 120.0
@@ -63,7 +63,8 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         inst_data: ConfigurableClassData | None = None,
         token_provider: Any = None,
     ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        autocreate = check_tables_once("event_log", postgres_url, should_autocreate_tables)
+        super().__init__(postgres_url, autocreate, inst_data, token_provider)
         self._engine.dispose()
         self._engine = pooled_engine(self.postgres_url, self._token_provider, pool_size=2)
         # Writes: transactions, no ping (a write on a dropped connection fails, the pool drops

@@ -5,7 +5,8 @@ backend: fork, authentication, catalog caches). The daemon asks them several tim
 when nothing happens (the run queue every second, sensor and schedule bookkeeping, run
 monitoring), so an idle deployment's Postgres spent most of its CPU starting and ending backends.
 Here each storage keeps one connection (more while threads need them, closed after use) that is
-tested on checkout, so a database restart costs nothing but a reconnect. The event-log storage
+tested on checkout, so a database restart costs nothing but a reconnect, and looks for its
+tables once per process (`check_tables_once`). The event-log storage
 (`instance/event_log.py`) pools the same way. dagster.yaml names these classes; the stock ones
 are `dagster_postgres.PostgresRunStorage` and `PostgresScheduleStorage`.
 """
@@ -22,6 +23,20 @@ from dagster_postgres.utils import (
 )
 
 from extraction_pipeline.instance.dagster_compat import ConfigurableClassData
+
+# (storage, database URL) whose tables this process has already checked or created.
+_CHECKED: set[tuple[str, str]] = set()
+
+
+def check_tables_once(storage: str, url: str, requested: bool) -> bool:
+    """Whether a new storage object should look for (and create) its tables: once per process
+    and database. A code server builds a new instance (three storages) for every sensor tick;
+    looking at the catalog each time was half of what building one costs."""
+    if not requested or (storage, url) in _CHECKED:
+        return False
+    _CHECKED.add((storage, url))
+    return True
+
 
 # Connections are replaced after this long, so a pipeline left running for days holds no
 # connection a server or proxy has silently dropped.
@@ -53,7 +68,8 @@ class PooledPostgresRunStorage(PostgresRunStorage):
         inst_data: ConfigurableClassData | None = None,
         token_provider: Any = None,
     ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        autocreate = check_tables_once("runs", postgres_url, should_autocreate_tables)
+        super().__init__(postgres_url, autocreate, inst_data, token_provider)
         self._engine.dispose()
         self._engine = pooled_engine(self.postgres_url, self._token_provider, pool_size=1)
 
@@ -81,7 +97,8 @@ class PooledPostgresScheduleStorage(PostgresScheduleStorage):
         inst_data: ConfigurableClassData | None = None,
         token_provider: Any = None,
     ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        autocreate = check_tables_once("schedules", postgres_url, should_autocreate_tables)
+        super().__init__(postgres_url, autocreate, inst_data, token_provider)
         self._engine.dispose()
         self._engine = pooled_engine(self.postgres_url, self._token_provider, pool_size=1)
 

@@ -5,6 +5,7 @@ from extraction_pipeline.core.documents.registry import DocumentRegistry
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.instance.postgres import libpq_dsn
+from extraction_pipeline_tests.conftest import storage_overrides
 from extraction_pipeline_tests.defs.helpers import definitions_for
 from extraction_pipeline_tests.pdfs import good_pdf
 
@@ -70,3 +71,17 @@ def test_the_storages_are_the_pooled_ones_from_dagster_yaml(
     # The same connections answered: no backend started per query (the stock storages' NullPool).
     assert started_backends() == before
     assert 1 <= len(before) <= 4
+
+
+def test_a_process_looks_for_its_tables_once_per_database(pg_url: str) -> None:
+    from extraction_pipeline.instance.pooled_storage import check_tables_once
+
+    assert check_tables_once("test", pg_url, requested=True)
+    assert not check_tables_once("test", pg_url, requested=True)
+    assert check_tables_once("test", pg_url + "_other", requested=True)
+    assert not check_tables_once("test", pg_url + "_never", requested=False)
+    # A second instance on the same database (a code server's next sensor tick) still works.
+    with dg.instance_for_test(overrides=storage_overrides(pg_url)) as first:
+        first.add_dynamic_partitions("documents", ["a"])
+    with dg.instance_for_test(overrides=storage_overrides(pg_url)) as second:
+        assert second.get_dynamic_partitions("documents") == ["a"]
