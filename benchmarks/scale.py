@@ -19,10 +19,10 @@ refresh, peak memory and event-log growth, on a real Postgres instance.
 (g) archiving (core.operations.archive): one `archive_settled` tick on all N live partitions
     and the daemon's removals, every settled document archived, then the ticks of (c) again on
     the live set that is left.
-(h) the idle deployment: `dagster-daemon run` (and the code server it starts) on that instance
-    with an empty drop folder (taken files are stored; the folder can be emptied), nothing
-    arriving: CPU of the daemon's tree and of Postgres over IDLE_SECONDS after a warm-up, as a
-    share of one core.
+(h) the idle deployment: a code server and `dagster-daemon run`, as `dev` starts them, on that
+    instance with an empty drop folder (taken files are stored; the folder can be emptied),
+    nothing arriving: CPU of the daemon, the code server and Postgres over IDLE_SECONDS after a
+    warm-up, as a share of one core.
 (c) and (g) also evaluate the `tables_automation` sensor twice (no cursor, then the first
     tick's): with the tables behind the staged outcomes, so its reads are the real ones.
 Targets: each tick <= 2 s, refresh <= 5 s, no process above 1 GiB, idle below 5% of a core.
@@ -50,7 +50,6 @@ from typing import Any
 
 from common import (
     API_KEY,
-    BIN,
     describe_server,
     exit_on_sigterm,
     fresh_database,
@@ -59,10 +58,10 @@ from common import (
     print_table,
     scratch_dir,
     sql_scalar,
-    start_process,
     start_simulator,
     write_results,
 )
+from daemon import deployment_meter, start_deployment
 from meter import ProcessTreeMeter
 
 NEW_FILES = 1_000
@@ -530,8 +529,9 @@ IDLE_SECONDS = 120.0  # --quick: a quarter of both
 
 
 def measure_idle(ctx: dict[str, Any], postmaster: int | None) -> dict[str, Any]:
-    """CPU of the deployment doing nothing: the daemon (sensors every few seconds, schedules,
-    run monitoring) and its code server, and Postgres answering them."""
+    """CPU of the deployment doing nothing, started as `dev` starts it (without the UI): the
+    daemon (sensors every few seconds, schedules, run monitoring), the code server, and Postgres
+    answering them."""
     empty_inbox = Path(ctx["workdir"]) / "empty_inbox"
     empty_inbox.mkdir(exist_ok=True)
     env = {
@@ -542,12 +542,11 @@ def measure_idle(ctx: dict[str, Any], postmaster: int | None) -> dict[str, Any]:
         "OPENAI_BASE_URL": ctx["base_url"],
         "OPENAI_API_KEY": API_KEY,
     }
-    log = Path(ctx["workdir"]) / "idle-daemon.log"
+    workdir = Path(ctx["workdir"]) / "idle"
+    workdir.mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
-        daemon = start_process(
-            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, log, stack
-        )
-        meter = stack.enter_context(ProcessTreeMeter([daemon.pid], root_role="daemon"))
+        code_server, daemon = start_deployment(env, workdir, stack)
+        meter = stack.enter_context(deployment_meter(code_server, daemon))
         database = ctx["pg_url"].rsplit("/", 1)[-1]
         pg = (
             stack.enter_context(ProcessTreeMeter([postmaster], role=_postgres_role(database)))
