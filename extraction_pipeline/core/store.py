@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-# mkstemp creates owner-only files; stored data is meant to be readable like any written file.
+# Stored data is readable like any written file (the process umask applies, as it does there).
 _FILE_MODE = 0o644
 S3_SCHEME = "s3://"
 
@@ -94,18 +94,22 @@ class LocalObjectStore:
         return True
 
     def _write_temporary(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
+        # Created with the file's final mode (mkstemp's is owner-only, and a chmod is one more
+        # call): creating files is most of what storing costs on a slow file system.
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            handle = os.open(temporary, flags, _FILE_MODE)
+        except FileNotFoundError:  # the first object under this folder: make it, once
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.open(temporary, flags, _FILE_MODE)
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
-            os.chmod(temporary, _FILE_MODE)
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
-        return Path(temporary)
+        return temporary
 
     def get(self, name: str) -> bytes:
         return self._path(name).read_bytes()
