@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy.exc
 from dagster import EventLogEntry
@@ -53,6 +53,7 @@ RECONNECT_SECONDS = 120.0
 EVENT_BATCH_SIZE = "1000"
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PooledPostgresEventLogStorage(PostgresEventLogStorage):
@@ -76,17 +77,17 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
 
     def store_event(self, event: EventLogEntry) -> None:
-        _while_database_returns(functools.partial(self._write, [event]))
+        self._write([event])
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        if any(_event_type(event) not in ASSET_EVENTS for event in events):
-            # Not only asset events (Dagster batches asset check plans too): as dagster-postgres.
-            _while_database_returns(functools.partial(super().store_event_batch, events))
-            return
         # dagster-postgres drops failed-to-materialise events from batches; so does this.
         kept = [e for e in events if not e.get_dagster_event().is_asset_failed_to_materialize]
-        if kept:
-            _while_database_returns(functools.partial(self._write, kept))
+        if all(_event_type(event) in ASSET_EVENTS for event in kept):
+            if kept:
+                self._write(kept)
+        else:  # other events in the batch (Dagster batches asset check plans too): one by one
+            for event in kept:
+                self.store_event(event)
 
     def has_table(self, table_name: str) -> bool:
         if table_name in self._tables_seen:
@@ -101,8 +102,17 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         self._write_engine.dispose()
 
     def _write(self, events: Sequence[EventLogEntry]) -> None:
-        """The events' rows, their indexed tags and their assets' summary rows, in one
-        transaction; then asset check events, as dagster-postgres does."""
+        """The events' rows, their indexed tags and their assets' summary rows in one
+        transaction (written again whole if the database was away); then asset check events,
+        as dagster-postgres does."""
+        ids = _while_database_returns(functools.partial(self._insert, events))
+        for event, event_id in zip(events, ids, strict=True):
+            if _event_type(event) in ASSET_CHECK_EVENTS:
+                _while_database_returns(
+                    functools.partial(self.store_asset_check_event, event, event_id)
+                )
+
+    def _insert(self, events: Sequence[EventLogEntry]) -> list[int]:
         statement = (
             self.prepare_insert_event(events[0])
             if len(events) == 1
@@ -122,9 +132,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
                 )
                 for event, event_id in _last_per_asset_and_type(asset_events):
                     self._store_asset_event(conn, event, event_id)
-        for event, event_id in zip(events, ids, strict=True):
-            if _event_type(event) in ASSET_CHECK_EVENTS:
-                self.store_asset_check_event(event, event_id)
+        return ids
 
     @classmethod
     def from_config_value(
@@ -153,7 +161,7 @@ def _last_per_asset_and_type(
     return sorted(last.values(), key=lambda pair: pair[1])
 
 
-def _while_database_returns(write: Callable[[], None]) -> None:
+def _while_database_returns(write: Callable[[], T]) -> T:
     """Write; if the server cannot be reached (restarting, failing over), try again for up to
     RECONNECT_SECONDS instead of failing the step that wrote the event. dagster-postgres' own
     connection retries give up after a few seconds."""
@@ -161,8 +169,7 @@ def _while_database_returns(write: Callable[[], None]) -> None:
     delay = 0.5
     while True:
         try:
-            write()
-            return
+            return write()
         except (sqlalchemy.exc.OperationalError, DagsterPostgresException) as error:
             if time.monotonic() + delay > deadline:
                 raise
