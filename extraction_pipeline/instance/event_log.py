@@ -26,7 +26,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy.exc
@@ -34,46 +34,36 @@ from dagster import EventLogEntry
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import (
     DagsterPostgresException,
-    get_token_provider_from_config,
-    pg_url_from_config,
 )
 
 from extraction_pipeline.instance.dagster_compat import (
     ASSET_CHECK_EVENTS,
     ASSET_EVENTS,
-    ConfigurableClassData,
     SqlEventLogStorageTable,
 )
-from extraction_pipeline.instance.pooled_storage import check_tables_once, pooled_engine
+from extraction_pipeline.instance.pooled_storage import PooledStorage, pooled_engine
 
 # How long an event write waits for the database to come back (a restart, a failover).
 RECONNECT_SECONDS = 120.0
 # Events Dagster buffers before it hands them to `store_event_batch` (a run's planned events:
-# 2 per document, so one batch for a run of up to 500 documents).
-EVENT_BATCH_SIZE = "1000"
+# 2 per document, so one batch for a run of up to 1,000 documents, EXTRACTION_DOCUMENTS_PER_RUN).
+EVENT_BATCH_SIZE = "2000"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
-    def __init__(
-        self,
-        postgres_url: str,
-        should_autocreate_tables: bool = True,
-        inst_data: ConfigurableClassData | None = None,
-        token_provider: Any = None,
-    ) -> None:
-        autocreate = check_tables_once("event_log", postgres_url, should_autocreate_tables)
-        super().__init__(postgres_url, autocreate, inst_data, token_provider)
-        self._engine.dispose()
-        self._engine = pooled_engine(self.postgres_url, self._token_provider, pool_size=2)
+class PooledPostgresEventLogStorage(PooledStorage, PostgresEventLogStorage):
+    TABLES = "event_log"
+    POOL_SIZE = 2
+
+    def _set_up_pools(self) -> None:
+        super()._set_up_pools()
         # Writes: transactions, no ping (a write on a dropped connection fails, the pool drops
         # its connections, and `_while_database_returns` writes again on a new one).
         self._write_engine = pooled_engine(
             self.postgres_url, self._token_provider, pool_size=1, autocommit=False, ping=False
         )
-        self._tables_seen: set[str] = set()
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
 
     def store_event(self, event: EventLogEntry) -> None:
@@ -90,15 +80,16 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
                 self.store_event(event)
 
     def has_table(self, table_name: str) -> bool:
-        if table_name in self._tables_seen:
+        # Asked while the parent class sets up too, before this class's own attributes exist.
+        seen: set[str] = self.__dict__.setdefault("_tables_seen", set())
+        if table_name in seen:
             return True
         if exists := super().has_table(table_name):
-            self._tables_seen.add(table_name)
+            seen.add(table_name)
         return exists
 
     def dispose(self) -> None:
         super().dispose()
-        self._engine.dispose()
         self._write_engine.dispose()
 
     def _write(self, events: Sequence[EventLogEntry]) -> None:
@@ -133,17 +124,6 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
                 for event, event_id in _last_per_asset_and_type(asset_events):
                     self._store_asset_event(conn, event, event_id)
         return ids
-
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> "PooledPostgresEventLogStorage":
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
 
 
 def _event_type(event: EventLogEntry) -> Any:

@@ -6,13 +6,13 @@ when nothing happens (the run queue every second, sensor and schedule bookkeepin
 monitoring), so an idle deployment's Postgres spent most of its CPU starting and ending backends.
 Here each storage keeps one connection (more while threads need them, closed after use) that is
 tested on checkout, so a database restart costs nothing but a reconnect, and looks for its
-tables once per process (`check_tables_once`). The event-log storage
-(`instance/event_log.py`) pools the same way. dagster.yaml names these classes; the stock ones
-are `dagster_postgres.PostgresRunStorage` and `PostgresScheduleStorage`.
+tables once per process (`check_tables_once`). The event-log storage (`instance/event_log.py`)
+pools the same way. dagster.yaml names these classes; the stock ones are
+`dagster_postgres.PostgresRunStorage` and `PostgresScheduleStorage`.
 """
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy
 from dagster_postgres import PostgresRunStorage, PostgresScheduleStorage
@@ -23,6 +23,10 @@ from dagster_postgres.utils import (
 )
 
 from extraction_pipeline.instance.dagster_compat import ConfigurableClassData
+
+# Connections are replaced after this long, so a pipeline left running for days holds no
+# connection a server or proxy has silently dropped.
+POOL_RECYCLE_SECONDS = 300
 
 # (storage, database URL) whose tables this process has already checked or created.
 _CHECKED: set[tuple[str, str]] = set()
@@ -36,11 +40,6 @@ def check_tables_once(storage: str, url: str, requested: bool) -> bool:
         return False
     _CHECKED.add((storage, url))
     return True
-
-
-# Connections are replaced after this long, so a pipeline left running for days holds no
-# connection a server or proxy has silently dropped.
-POOL_RECYCLE_SECONDS = 300
 
 
 def pooled_engine(
@@ -60,7 +59,17 @@ def pooled_engine(
     )
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
+class PooledStorage:
+    """Mixin for a dagster-postgres storage class: its engine becomes `pooled_engine`, its
+    tables are looked for once per process (`TABLES` names them), and it is built from
+    dagster.yaml's config as the stock class is."""
+
+    TABLES = ""
+    POOL_SIZE = 1
+    postgres_url: str
+    _token_provider: Any
+    _engine: sqlalchemy.Engine
+
     def __init__(
         self,
         postgres_url: str,
@@ -68,19 +77,22 @@ class PooledPostgresRunStorage(PostgresRunStorage):
         inst_data: ConfigurableClassData | None = None,
         token_provider: Any = None,
     ) -> None:
-        autocreate = check_tables_once("runs", postgres_url, should_autocreate_tables)
-        super().__init__(postgres_url, autocreate, inst_data, token_provider)
+        autocreate = check_tables_once(self.TABLES, postgres_url, should_autocreate_tables)
+        super().__init__(postgres_url, autocreate, inst_data, token_provider)  # type: ignore[call-arg]
         self._engine.dispose()
-        self._engine = pooled_engine(self.postgres_url, self._token_provider, pool_size=1)
+        self._set_up_pools()
+
+    def _set_up_pools(self) -> None:
+        self._engine = pooled_engine(self.postgres_url, self._token_provider, self.POOL_SIZE)
 
     def dispose(self) -> None:
-        super().dispose()
+        super().dispose()  # type: ignore[misc]
         self._engine.dispose()
 
     @classmethod
-    def from_config_value(  # type: ignore[override]
+    def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> "PooledPostgresRunStorage":
+    ) -> Self:
         return cls(
             inst_data=inst_data,
             postgres_url=pg_url_from_config(config_value),
@@ -89,30 +101,9 @@ class PooledPostgresRunStorage(PostgresRunStorage):
         )
 
 
-class PooledPostgresScheduleStorage(PostgresScheduleStorage):
-    def __init__(
-        self,
-        postgres_url: str,
-        should_autocreate_tables: bool = True,
-        inst_data: ConfigurableClassData | None = None,
-        token_provider: Any = None,
-    ) -> None:
-        autocreate = check_tables_once("schedules", postgres_url, should_autocreate_tables)
-        super().__init__(postgres_url, autocreate, inst_data, token_provider)
-        self._engine.dispose()
-        self._engine = pooled_engine(self.postgres_url, self._token_provider, pool_size=1)
+class PooledPostgresRunStorage(PooledStorage, PostgresRunStorage):
+    TABLES = "runs"
 
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine.dispose()
 
-    @classmethod
-    def from_config_value(  # type: ignore[override]
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> "PooledPostgresScheduleStorage":
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+class PooledPostgresScheduleStorage(PooledStorage, PostgresScheduleStorage):
+    TABLES = "schedules"

@@ -180,26 +180,32 @@ class FakeShared:
         pass
 
 
+class InFlight:
+    """Calls that hold a permit for one turn of the loop, and the most held at once."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+
+    async def one(self, rl: RateLimiter) -> None:
+        async with rl.acquire():
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            await asyncio.sleep(0)
+            self.now -= 1
+
+
 def test_shared_slots_bound_the_calls_of_every_process_together() -> None:
     """Two slots of a cap of 3 are held by another run: this one has one call in flight at a
     time, and asks again (sleeping, not spinning) until a slot is free."""
     fake, shared = FakeTime(), FakeShared(taken_elsewhere=2)
-    in_flight, peak = 0, 0
-
-    async def call(rl: RateLimiter) -> None:
-        nonlocal in_flight, peak
-        async with rl.acquire():
-            in_flight += 1
-            peak = max(peak, in_flight)
-            await asyncio.sleep(0)
-            in_flight -= 1
+    calls = InFlight()
 
     async def scenario() -> None:
         rl = RateLimiter(max_concurrency=3, shared=shared, clock=fake.clock, sleep=fake.sleep)
-        await asyncio.gather(*(call(rl) for _ in range(4)))
+        await asyncio.gather(*(calls.one(rl) for _ in range(4)))
 
     asyncio.run(scenario())
-    assert peak == 1
+    assert calls.peak == 1
     assert fake.sleeps  # the others waited for the one slot
     assert shared.peak == 3 and shared.taken == {0, 1}  # every slot taken here was given back
 
@@ -227,25 +233,17 @@ def test_a_slot_goes_straight_to_the_next_waiter_of_its_process_then_back() -> N
     """Six calls on a cap of 2: the two slots are taken once each, handed from call to call
     inside the process (no round trip for each call), and given back when no call waits."""
     fake, shared = FakeTime(), FakeShared()
-    in_flight, peak = 0, 0
-
-    async def call(rl: RateLimiter) -> None:
-        nonlocal in_flight, peak
-        async with rl.acquire():
-            in_flight += 1
-            peak = max(peak, in_flight)
-            await asyncio.sleep(0)
-            in_flight -= 1
+    calls = InFlight()
 
     async def scenario() -> None:
         rl = RateLimiter(max_concurrency=2, shared=shared, clock=fake.clock, sleep=fake.sleep)
-        await asyncio.gather(*(call(rl) for _ in range(6)))
+        await asyncio.gather(*(calls.one(rl) for _ in range(6)))
         assert shared.taken == set()  # nobody waits here any more: both slots are back
         async with rl.acquire():  # and a later call asks for one again
             assert len(shared.taken) == 1
 
     asyncio.run(scenario())
-    assert peak == 2 and shared.peak == 2
+    assert calls.peak == 2 and shared.peak == 2
     assert shared.asked == 3  # two for the six calls, one for the later call
     assert not fake.sleeps
     assert shared.taken == set()
