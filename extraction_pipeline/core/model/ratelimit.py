@@ -110,8 +110,9 @@ class RateLimiter:
         self._shared = shared
         # One waiter of this process asks the shared slots at a time, in arrival order.
         self._slot_queue = asyncio.Lock()
-        # Shared slots held for this process's waiters, and how many permits still want one.
-        self._spare: list[int] = []
+        # Shared slots held for this process's waiters (slot, times handed on), and how many
+        # permits still want one.
+        self._spare: list[tuple[int, int]] = []
         self._wanting = 0
         self._rpm = rpm or None
         self._tpm = tpm or None
@@ -134,7 +135,7 @@ class RateLimiter:
             self._wanting -= 1
             self._give_back_spares()
             raise
-        slot = None
+        slot: tuple[int, int] | None = None
         try:
             if self._shared is not None and self._capacity is not None:
                 slot = await self._shared_slot(self._shared, self._capacity)
@@ -146,12 +147,13 @@ class RateLimiter:
             if wanting:
                 self._wanting -= 1
             if slot is not None:
-                self._spare.append(slot)
+                self._hand_on(*slot)
             self._give_back_spares()
             if self._slots is not None:
                 self._slots.release()
 
-    async def _shared_slot(self, shared: SharedLimits, capacity: int) -> int:
+    async def _shared_slot(self, shared: SharedLimits, capacity: int) -> tuple[int, int]:
+        """A shared slot and how many times this process has handed it on already."""
         async with self._slot_queue:
             delay = SLOT_POLL_SECONDS[0]
             while True:
@@ -159,17 +161,24 @@ class RateLimiter:
                     return self._spare.pop()
                 slot = await self._while_unavailable(shared.try_slot, capacity)
                 if slot is not None:
-                    return slot
+                    return slot, 0
                 await self._sleep(delay)
                 delay = min(delay * 2, SLOT_POLL_SECONDS[1])
 
-    def _give_back_spares(self) -> None:
+    def _hand_on(self, slot: int, handed: int) -> None:
         """A shared slot this process is done with goes straight to its next waiter (no round
-        trip, no other process taking it in between: an older run keeps the slots it uses and
-        finishes first); with no waiter here it goes back to the deployment."""
+        trip to the shared store), up to HAND_ON_LIMIT times in a row; then, or with no waiter
+        here, back to the deployment, where other processes' waiters take their turn."""
+        assert self._shared is not None
+        if self._wanting and handed < HAND_ON_LIMIT:
+            self._spare.append((slot, handed + 1))
+        else:
+            self._shared.release_slot(slot)
+
+    def _give_back_spares(self) -> None:
         while self._spare and self._wanting == 0:
             assert self._shared is not None
-            self._shared.release_slot(self._spare.pop())
+            self._shared.release_slot(self._spare.pop()[0])
 
     async def _while_unavailable(self, ask: Callable[..., T], *args: Any) -> T:
         """`ask(*args)`; while the shared limits cannot be reached (a database restart), wait
@@ -255,5 +264,9 @@ def _ignore(tokens: int) -> None:
 # slot freed elsewhere is taken within tens of milliseconds, and a full deployment is asked at
 # most 20 times a second per process.
 SLOT_POLL_SECONDS = (0.005, 0.05)
+# A slot goes from call to call inside a process at most this many times before it goes back to
+# the deployment: a run with a long queue saves the round trips without keeping other runs (a
+# single dropped PDF behind a backfill) from the model.
+HAND_ON_LIMIT = 8
 # As long as event writes wait for a restarting database (instance/event_log.py).
 UNAVAILABLE_SECONDS = 120.0

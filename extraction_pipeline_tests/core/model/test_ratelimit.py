@@ -5,7 +5,12 @@ import contextlib
 
 import pytest
 
-from extraction_pipeline.core.model.ratelimit import WINDOW_SECONDS, LimitsUnavailable, RateLimiter
+from extraction_pipeline.core.model.ratelimit import (
+    HAND_ON_LIMIT,
+    WINDOW_SECONDS,
+    LimitsUnavailable,
+    RateLimiter,
+)
 
 
 class FakeTime:
@@ -246,6 +251,21 @@ def test_a_slot_goes_straight_to_the_next_waiter_of_its_process_then_back() -> N
     assert calls.peak == 2 and shared.peak == 2
     assert shared.asked == 3  # two for the six calls, one for the later call
     assert not fake.sleeps
+    assert shared.taken == set()
+
+
+def test_a_slot_handed_on_often_goes_back_to_the_deployment() -> None:
+    """Other processes' waiters get their turn: after HAND_ON_LIMIT calls in a row a slot is
+    given back and asked for again, even while calls of this process wait."""
+    fake, shared = FakeTime(), FakeShared()
+    calls = InFlight()
+
+    async def scenario() -> None:
+        rl = RateLimiter(max_concurrency=1, shared=shared, clock=fake.clock, sleep=fake.sleep)
+        await asyncio.gather(*(calls.one(rl) for _ in range(2 * HAND_ON_LIMIT + 3)))
+
+    asyncio.run(scenario())
+    assert shared.asked == 3  # 1 + HAND_ON_LIMIT calls per take: two full turns and a short one
     assert shared.taken == set()
 
 
