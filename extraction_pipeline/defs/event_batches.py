@@ -28,8 +28,9 @@ AssetEvent = dg.AssetMaterialization | dg.AssetObservation
 
 class EventBatches:
     """Collects the step's asset events; `flush` yields them as Dagster events to be yielded by
-    the step, one batch per asset and event type (the batch write updates one asset's summary),
-    sources first so a document's source event always precedes its extraction event."""
+    the step, one batch per asset and event type (dagster-postgres' own batch write updates only
+    the last event's asset, so the stock storage stays correct too), sources first so a
+    document's source event always precedes its extraction event."""
 
     def __init__(self, context: dg.AssetExecutionContext) -> None:
         self._context = context
@@ -51,8 +52,8 @@ class EventBatches:
     def flush(self) -> Iterator[dg.DagsterEvent]:
         groups: dict[tuple[bool, dg.AssetKey, type], list[AssetEvent]] = {}
         for event in self._waiting:
-            groups.setdefault((event.asset_key != SOURCE_KEY, event.asset_key, type(event)), [])
-            groups[(event.asset_key != SOURCE_KEY, event.asset_key, type(event))].append(event)
+            key = (event.asset_key != SOURCE_KEY, event.asset_key, type(event))
+            groups.setdefault(key, []).append(event)
         self._waiting = []
         step = self._context.get_step_execution_context()
         for _, group in sorted(groups.items(), key=lambda item: item[0][0]):
