@@ -421,3 +421,21 @@ def test_a_stream_whose_caller_ends_without_closing_it_drains_like_an_interrupt(
     stored = [key for key in keys if job.records.load(key) is not None]
     assert len(stored) == 2
     assert model_simulator.requests()["count"] == 2
+
+
+def test_remaining_groups_gather_the_outcomes_that_arrive_together(
+    job: ExtractionJob, registry: DocumentRegistry, model_simulator: SimulatorControl
+) -> None:
+    """Calls answered together come out as one group (recorded in one batch); a call answered
+    well after the window is a group of its own; every outcome comes out once."""
+    model_simulator.configure(latency_seconds=0.5)
+    job = replace(job, config=replace(job.config, max_concurrency=3))
+    keys = [register_invoice(registry, index)[0] for index in range(1, 5)]
+    with ExtractionStream(job) as stream:
+        for key in keys:
+            stream.submit(key)
+        stream.close()
+        groups = [[o.document_key for o in group] for group in stream.remaining_groups(0.3)]
+    # Three calls at once, answered together; the fourth waits for a free slot and comes later.
+    assert [len(group) for group in groups] == [3, 1]
+    assert sorted(key for group in groups for key in group) == sorted(keys)
