@@ -194,7 +194,7 @@ def _require_scale_out_services() -> None:
 
 
 def test_the_scale_benchmarks_bulk_staging_leaves_what_dagsters_own_writes_leave() -> None:
-    """benchmarks/staging.py stages one history per event (Dagster's store_event_batch) and by
+    """benchmarks/staging.py stages one history per event (the storage's store_event) and by
     COPY into fresh databases and compares every row and the product's answers: it uses
     Dagster's private row builders, so an upgrade that changes them must show here."""
     completed = subprocess.run(
