@@ -155,8 +155,9 @@ class RunningPipeline:
         created = [r.create_timestamp.timestamp() for r in records]
         started = [r.start_time for r in records if r.start_time]
         ended = [r.end_time for r in records if r.end_time]
+        # Newest first: the last extraction, and every one for the per-window counts.
         extractions = self.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=EXTRACTION), limit=1
+            dg.AssetRecordsFilter(asset_key=EXTRACTION), limit=10_000
         ).records
         tables = self.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=DOCUMENTS_TABLE), limit=1
@@ -165,11 +166,8 @@ class RunningPipeline:
         def after(moment: float | None) -> float | None:
             return None if moment is None else round(moment - since, 2)
 
-        every = self.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=EXTRACTION), limit=10_000
-        ).records
         per_window: dict[int, int] = {}
-        for record in every:
+        for record in extractions:
             window = int((record.timestamp - since) // RATE_WINDOW_SECONDS)
             per_window[window] = per_window.get(window, 0) + 1
         all_runs = len(self.instance.get_run_ids())
