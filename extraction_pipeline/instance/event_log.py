@@ -14,8 +14,8 @@
   dagster-postgres writes planned events one by one even then. Here a batch of asset events is one
   multi-row INSERT plus one summary update per asset and event type. Loading this storage sets
   `DAGSTER_EVENT_BATCH_SIZE` (unless set) so Dagster sends such batches.
-- Tables that exist are remembered (the stock `has_table` asks the catalog on every tagged asset
-  event and every dynamic-partition check).
+- Tables and columns that exist are remembered (the stock `has_table` asks the catalog on every
+  tagged asset event and every dynamic-partition check, `has_asset_key_col` on asset reads).
 
 What ends up in the tables is what the stock storage writes (`extraction_pipeline_tests/instance/
 test_event_log.py` compares them). dagster.yaml names this class; set `class:
@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import sqlalchemy
 import sqlalchemy.exc
 from dagster import EventLogEntry
 from dagster_postgres import PostgresEventLogStorage
@@ -79,14 +80,25 @@ class PooledPostgresEventLogStorage(PooledStorage, PostgresEventLogStorage):
             for event in kept:
                 self.store_event(event)
 
+    # The stock storage asks the catalog for these on every tagged asset event, every dynamic
+    # partition check and every asset read (the status cache's column).
     def has_table(self, table_name: str) -> bool:
-        # Asked while the parent class sets up too, before this class's own attributes exist.
-        seen: set[str] = self.__dict__.setdefault("_tables_seen", set())
-        if table_name in seen:
-            return True
-        if exists := super().has_table(table_name):
-            seen.add(table_name)
-        return exists
+        return self._schema_has(
+            f"table {table_name}", functools.partial(super().has_table, table_name)
+        )
+
+    def has_asset_key_col(self, column_name: str) -> bool:
+        return self._schema_has(
+            f"asset_keys.{column_name}", functools.partial(super().has_asset_key_col, column_name)
+        )
+
+    def _has_asset_key_col_on_connection(
+        self, conn: sqlalchemy.Connection, column_name: str
+    ) -> bool:
+        return self._schema_has(
+            f"asset_keys.{column_name}",
+            functools.partial(super()._has_asset_key_col_on_connection, conn, column_name),
+        )
 
     def dispose(self) -> None:
         super().dispose()

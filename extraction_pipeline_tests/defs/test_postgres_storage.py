@@ -85,3 +85,36 @@ def test_a_process_looks_for_its_tables_once_per_database(pg_url: str) -> None:
         first.add_dynamic_partitions("documents", ["a"])
     with dg.instance_for_test(overrides=storage_overrides(pg_url)) as second:
         assert second.get_dynamic_partitions("documents") == ["a"]
+
+
+def test_the_schema_is_looked_up_once_not_on_every_query(instance: dg.DagsterInstance) -> None:
+    import sqlalchemy
+
+    catalog_queries: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "pg_catalog" in statement or "information_schema" in statement:
+            catalog_queries.append(statement)
+
+    def daemon_like_queries() -> None:  # what the run queue and the sensor loop ask
+        instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=5)
+        instance.get_runs(limit=10)
+        instance.get_backfills()
+        instance.all_instigator_state()
+        instance.get_instigator_state("origin", "selector")
+        instance.schedule_storage.get_ticks("origin", "selector", limit=1)  # type: ignore[union-attr]
+        instance.get_latest_materialization_event(dg.AssetKey("extraction"))
+
+    engines = [
+        instance.run_storage._engine,  # type: ignore[attr-defined]
+        instance.schedule_storage._engine,  # type: ignore[union-attr]
+        instance.event_log_storage._engine,  # type: ignore[attr-defined]
+    ]
+    for engine in engines:
+        sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+    daemon_like_queries()
+    assert catalog_queries  # the first round asks (so the counter sees them)
+    catalog_queries.clear()
+    for _ in range(3):
+        daemon_like_queries()
+    assert catalog_queries == []
