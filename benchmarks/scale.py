@@ -6,8 +6,8 @@ refresh, peak memory and event-log growth, on a real Postgres instance.
     pass comes from core.inbox.plan_intake, the function the sensor itself uses;
 (b) 1,000 new files arrive in the inbox holding N: the real `inbox_sensor` evaluated with
     build_sensor_context on that instance and cursor (EXTRACTION_SENSOR_MAX_FILES=1000), and
-    what the daemon then does with its result (has_dynamic_partition per key, one
-    add_dynamic_partitions);
+    what the daemon then does with any partition request in its result (has_dynamic_partition
+    per key, one add_dynamic_partitions; the sensor now adds its partitions itself);
 (c) `nightly_intake` (and `retry_failed`) evaluated with build_schedule_context on the event
     log a deployment would hold (`stage_event_history`: 4 events per document, 2% failed first,
     half of those still failed, with 1-3 attempts each) while 1,000 documents are unextracted;
@@ -119,7 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-url", default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
-        "--profile", action="store_true", help="print a cProfile summary of each schedule tick"
+        "--profile",
+        action="store_true",
+        help="print a cProfile summary of each sensor and schedule tick",
     )
     parser.add_argument(
         "--ticks-only",
@@ -261,30 +263,38 @@ def stage_sensor_tick(ctx: dict[str, Any]) -> dict[str, Any]:
     defs = build_definitions(_settings(ctx))
     sensor = defs.resolve_sensor_def("inbox_sensor")
     with _instance(ctx) as instance:
+        before = set(instance.get_dynamic_partitions("documents"))
         began = time.perf_counter()
-        with dg.build_sensor_context(
-            instance=instance,
-            cursor=ctx["cursor"],
-            definitions=defs,
-            resources={"document_store": defs.resources["document_store"]},
-        ) as context:
+        with (
+            dg.build_sensor_context(
+                instance=instance,
+                cursor=ctx["cursor"],
+                definitions=defs,
+                resources={"document_store": defs.resources["document_store"]},
+            ) as context,
+            _profiled(ctx, "inbox_sensor"),
+        ):
             result = sensor(context)
         tick_s = time.perf_counter() - began
-        keys = [k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys]
-        # What the daemon does with the result: checks each key, then adds the new ones.
+        # What the daemon does with partition requests (the sensor adds its partitions itself
+        # and returns none; kept to measure one if it did): checks each key, adds the new ones.
+        requested = [k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys]
         began = time.perf_counter()
-        missing = [k for k in keys if not instance.has_dynamic_partition("documents", k)]
+        missing = [k for k in requested if not instance.has_dynamic_partition("documents", k)]
         has_s = time.perf_counter() - began
         began = time.perf_counter()
-        instance.add_dynamic_partitions("documents", missing)
+        if missing:
+            instance.add_dynamic_partitions("documents", missing)
         add_s = time.perf_counter() - began
+        keys = [k for k in instance.get_dynamic_partitions("documents") if k not in before]
     if len(keys) != ctx["new_files"]:
         raise RuntimeError(f"the sensor took {len(keys)} files, expected {ctx['new_files']}")
     return {
         "new_files": len(keys),
         "run_requests": len(result.run_requests or []),
         "sensor_tick_s": round(tick_s, 3),
-        "daemon_has_partition_x1000_s": round(has_s, 3),
+        "requested_keys": len(requested),
+        "daemon_has_partition_s": round(has_s, 3),
         "daemon_add_partitions_s": round(add_s, 3),
         "tick_plus_daemon_s": round(tick_s + has_s + add_s, 3),
         "keys": keys,
@@ -714,11 +724,11 @@ def _report(n: int, figures: dict[str, Any], peaks: dict[str, int]) -> None:
                 f"{reg['add_partitions_keys_per_s']:,}/s",
             ),
             ("(a) get_dynamic_partitions, s", reg["get_dynamic_partitions_s"], ""),
-            ("(b) sensor tick, s", tick["sensor_tick_s"], "target <= 2"),
+            ("(b) sensor tick (adds its partitions), s", tick["sensor_tick_s"], "target <= 2"),
             (
-                "(b) daemon: has_dynamic_partition x1000, s",
-                tick["daemon_has_partition_x1000_s"],
-                "",
+                "(b) daemon: has_dynamic_partition per requested key, s",
+                tick["daemon_has_partition_s"],
+                f"{tick['requested_keys']} keys requested",
             ),
             ("(b) daemon: add_dynamic_partitions, s", tick["daemon_add_partitions_s"], ""),
             ("(b) tick + daemon, s", tick["tick_plus_daemon_s"], "target <= 2"),

@@ -12,7 +12,7 @@ from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.jobs import intake_job, source_job
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.instance.document_runs import DocumentsRun
-from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME, documents_partitions
+from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME
 
 
 def intake_run_requests(decision: IntakeDecision, per_run: int) -> list[dg.RunRequest]:
@@ -83,11 +83,19 @@ def build_inbox_sensor(settings: Settings) -> dg.SensorDefinition:
         new_cursor = decision.cursor.serialize()
         if not decision.keys_to_add:
             return dg.SensorResult(skip_reason=decision.summary(), cursor=new_cursor)
+        # Added here in one statement rather than returned as a DynamicPartitionsRequest: the
+        # daemon checks a request's keys one query at a time (1,000 new files: 0.8-1.3 s of
+        # round trips on top of the tick). If the tick is lost after this, the next one finds
+        # the documents registered with their partitions, and nightly_intake runs them.
+        context.instance.add_dynamic_partitions(
+            DOCUMENTS_PARTITIONS_NAME, list(decision.keys_to_add)
+        )
+        context.log.info(
+            f"added {len(decision.keys_to_add)} partitions of {DOCUMENTS_PARTITIONS_NAME}: "
+            f"{_span(decision.keys_to_add)}"
+        )
         return dg.SensorResult(
             run_requests=intake_run_requests(decision, settings.documents_per_run),
-            dynamic_partitions_requests=[
-                documents_partitions.build_add_request(list(decision.keys_to_add))
-            ],
             cursor=new_cursor,
         )
 

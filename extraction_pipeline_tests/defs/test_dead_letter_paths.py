@@ -42,9 +42,7 @@ def through_the_daemon(instance: dg.DagsterInstance, settings: Settings) -> list
         instance=instance, definitions=defs, resources=resources
     ) as context:
         tick = defs.resolve_sensor_def("inbox_sensor")(context)
-    assert isinstance(tick, dg.SensorResult)
-    for request in tick.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    assert isinstance(tick, dg.SensorResult)  # its partitions are added by the sensor itself
     return [
         run_like_the_daemon(
             instance, defs, request.job_name, request.partition_key, request.tags
