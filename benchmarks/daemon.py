@@ -233,6 +233,21 @@ def start_deployment(
 ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
     """A code server for the project's definitions and a daemon whose workspace points at it, as
     `dg dev` starts them (logs in `workdir`); stopped when `stack` closes."""
+    code_server, workspace = start_code_server(env, workdir, stack)
+    daemon = start_process(
+        [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+        env,
+        workdir / "daemon.log",
+        stack,
+    )
+    return code_server, daemon
+
+
+def start_code_server(
+    env: dict[str, str], workdir: Path, stack: contextlib.ExitStack
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """A code server for the project's definitions, serving; and a workspace.yaml pointing at
+    it (for a daemon or webserver)."""
     port = free_port()
     code_server = start_process(
         [
@@ -249,13 +264,7 @@ def start_deployment(
     location = {"host": "127.0.0.1", "port": port, "location_name": "extraction_pipeline"}
     workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": location}]}))
     wait_for(lambda: _serves(port, code_server), 120, "the code server")
-    daemon = start_process(
-        [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
-        env,
-        workdir / "daemon.log",
-        stack,
-    )
-    return code_server, daemon
+    return code_server, workspace
 
 
 def deployment_meter(

@@ -19,17 +19,24 @@ refresh, peak memory and event-log growth, on a real Postgres instance.
 (g) archiving (core.operations.archive): one `archive_settled` tick on all N live partitions
     and the daemon's removals, every settled document archived, then the ticks of (c) again on
     the live set that is left.
-(h) the idle deployment: a code server and `dagster-daemon run`, as `dev` starts them, on that
-    instance with an empty drop folder (taken files are stored; the folder can be emptied),
-    nothing arriving: CPU of the daemon, the code server and Postgres over IDLE_SECONDS after a
-    warm-up, as a share of one core.
-(c) and (g) also evaluate the `tables_automation` sensor twice (no cursor, then the first
-    tick's): with the tables behind the staged outcomes, so its reads are the real ones.
-Targets: each tick <= 2 s, refresh <= 5 s, no process above 1 GiB, idle below 5% of a core.
+(h) the idle deployment, before (g) and after it: a code server and `dagster-daemon run`, as
+    `dev` starts them, on that instance with an empty drop folder (taken files are stored; the
+    folder can be emptied), nothing arriving: CPU of the daemon, the code server and Postgres
+    over IDLE_SECONDS after a warm-up, as a share of one core;
+(i) the UI, before (g) and after it (ui_pages.py): a code server and `dagster-webserver` on
+    that instance, the asset and partition pages of `extraction` and `source_document` and the
+    global lineage opened in Chromium, seconds until each had its data; the webserver's RSS.
+(c) evaluates the `tables_automation` sensor twice (no cursor, then the first tick's) with the
+tables behind the staged outcomes, so its reads are the real ones; before (h) the tables are
+brought up to date ((f)'s run refreshes them; with --ticks-only they are recorded as refreshed),
+so the idle daemon starts no refresh, and (g) evaluates the sensor again on that.
+Targets: each tick <= 2 s, refresh <= 5 s, no process above 1 GiB, idle below 5% of a core,
+each UI page <= 5 s.
 
     .venv/bin/python benchmarks/scale.py            # N=100,000
     .venv/bin/python benchmarks/scale.py --quick    # N=2,000
     .venv/bin/python benchmarks/scale.py -n 1000000 --ticks-only   # (d), (f) skipped
+    (--no-ui skips (i); without Chromium and playwright it is skipped, and said)
 """
 
 from __future__ import annotations
@@ -122,6 +129,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="print a cProfile summary of each sensor and schedule tick",
+    )
+    parser.add_argument(
+        "--no-ui", action="store_true", help="skip (i), the UI's pages in a browser"
     )
     parser.add_argument(
         "--ticks-only",
@@ -258,10 +268,15 @@ def stage_register(ctx: dict[str, Any]) -> dict[str, Any]:
 def stage_sensor_tick(ctx: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
+    from extraction_pipeline.core.intake.inbox import scan_inbox
     from extraction_pipeline.definitions import build_definitions
 
     defs = build_definitions(_settings(ctx))
     sensor = defs.resolve_sensor_def("inbox_sensor")
+    # The part of a tick that grows with the files left in the drop folder: listing it.
+    began = time.perf_counter()
+    listed = len(scan_inbox(Path(ctx["inbox"])))
+    listing_s = time.perf_counter() - began
     with _instance(ctx) as instance:
         before = set(instance.get_dynamic_partitions("documents"))
         began = time.perf_counter()
@@ -293,6 +308,8 @@ def stage_sensor_tick(ctx: dict[str, Any]) -> dict[str, Any]:
         "new_files": len(keys),
         "run_requests": len(result.run_requests or []),
         "sensor_tick_s": round(tick_s, 3),
+        "files_in_folder": listed,
+        "listing_folder_s": round(listing_s, 3),
         "requested_keys": len(requested),
         "daemon_has_partition_s": round(has_s, 3),
         "daemon_add_partitions_s": round(add_s, 3),
@@ -538,13 +555,23 @@ IDLE_WARMUP_SECONDS = 45.0  # the code server starts and every sensor has ticked
 IDLE_SECONDS = 120.0  # --quick: a quarter of both
 
 
-def measure_idle(ctx: dict[str, Any], postmaster: int | None) -> dict[str, Any]:
-    """CPU of the deployment doing nothing, started as `dev` starts it (without the UI): the
-    daemon (sensors every few seconds, schedules, run monitoring), the code server, and Postgres
-    answering them."""
+def measure_ui(ctx: dict[str, Any], name: str, skip: bool) -> dict[str, Any]:
+    """(i) The UI's asset and partition pages on this instance, in a browser (ui_pages.py)."""
+    from ui_pages import browser_missing, measure_pages
+
+    why = "--no-ui" if skip else browser_missing()
+    if why:
+        print(f"    skipped: {why}")
+        return {"skipped": why}
+    return measure_pages(_deployment_env(ctx), Path(ctx["workdir"]) / name, ctx["keys"][0])
+
+
+def _deployment_env(ctx: dict[str, Any]) -> dict[str, str]:
+    """A deployment on this instance with an empty drop folder (taken files are stored; the
+    folder can be emptied)."""
     empty_inbox = Path(ctx["workdir"]) / "empty_inbox"
     empty_inbox.mkdir(exist_ok=True)
-    env = {
+    return {
         "DAGSTER_HOME": ctx["home"],
         "EXTRACTION_PG_URL": ctx["pg_url"],
         "EXTRACTION_DATA_DIR": ctx["data_dir"],
@@ -552,8 +579,15 @@ def measure_idle(ctx: dict[str, Any], postmaster: int | None) -> dict[str, Any]:
         "OPENAI_BASE_URL": ctx["base_url"],
         "OPENAI_API_KEY": API_KEY,
     }
-    workdir = Path(ctx["workdir"]) / "idle"
-    workdir.mkdir(exist_ok=True)
+
+
+def measure_idle(ctx: dict[str, Any], postmaster: int | None) -> dict[str, Any]:
+    """CPU of the deployment doing nothing, started as `dev` starts it (without the UI): the
+    daemon (sensors every few seconds, schedules, run monitoring), the code server, and Postgres
+    answering them."""
+    env = _deployment_env(ctx)
+    workdir = Path(ctx["workdir"]) / f"idle-{time.monotonic_ns()}"
+    workdir.mkdir()
     with contextlib.ExitStack() as stack:
         code_server, daemon = start_deployment(env, workdir, stack)
         meter = stack.enter_context(deployment_meter(code_server, daemon))
@@ -680,14 +714,27 @@ def main(argv: list[str] | None = None) -> int:
             growth = in_fresh_process(stage_event_log, ctx)
             peaks["(f) intake run (run worker)"] = growth.pop("peak_rss")
             figures["event_log"] = growth
+        else:
+            in_fresh_process(stage_tables_caught_up, ctx)
+        live = f"{n + NEW_FILES:,} live partitions"
+        print(f"(i) the UI's asset and partition pages, {live} ...", flush=True)
+        figures["ui"] = {"live": measure_ui(ctx, "ui-live", args.no_ui)}
+        print(f"(h) the idle deployment, {live} ...", flush=True)
+        figures["idle_live"] = measure_idle(ctx, postmaster)
         print("(g) archiving settled documents, then the ticks again ...", flush=True)
         archive = in_fresh_process(stage_archive, ctx)
         peaks["(g) archiving (code server)"] = archive.pop("peak_rss")
         figures["archive"] = archive
-        if args.ticks_only:
-            in_fresh_process(stage_tables_caught_up, ctx)
-        print("(h) the idle deployment ...", flush=True)
+        left = f"{archive['live_after']:,} live partitions after archiving"
+        print(f"(i) the UI's asset and partition pages, {left} ...", flush=True)
+        figures["ui"]["after_archive"] = measure_ui(ctx, "ui-archived", args.no_ui)
+        print(f"(h) the idle deployment, {left} ...", flush=True)
         figures["idle"] = measure_idle(ctx, postmaster)
+        for stage in figures["ui"].values():
+            if "webserver_peak_rss_bytes" in stage:
+                peaks["(i) webserver"] = max(
+                    peaks.get("(i) webserver", 0), stage.pop("webserver_peak_rss_bytes")
+                )
         peaks["benchmark driver"] = _peak_rss()
         if pg_meter:
             for role, rss in pg_meter.peak_rss_by_role().items():
@@ -725,6 +772,11 @@ def _report(n: int, figures: dict[str, Any], peaks: dict[str, int]) -> None:
             ),
             ("(a) get_dynamic_partitions, s", reg["get_dynamic_partitions_s"], ""),
             ("(b) sensor tick (adds its partitions), s", tick["sensor_tick_s"], "target <= 2"),
+            (
+                "(b) of which listing the drop folder, s",
+                tick["listing_folder_s"],
+                f"{tick['files_in_folder']:,} files in it",
+            ),
             (
                 "(b) daemon: has_dynamic_partition per requested key, s",
                 tick["daemon_has_partition_s"],
@@ -775,14 +827,30 @@ def _report(n: int, figures: dict[str, Any], peaks: dict[str, int]) -> None:
                 f"{after['tables_automation_first_s']} / {after['tables_automation_next_s']}",
                 "",
             ),
-            (
-                f"(h) idle deployment, % of a core ({figures['idle']['seconds']:.0f} s)",
-                figures["idle"]["total_percent"],
-                "target < 5; "
-                + ", ".join(f"{k} {v}" for k, v in figures["idle"]["percent_of_a_core"].items()),
-            ),
+            *_idle_row("(h) idle deployment, live set", figures["idle_live"]),
+            *_idle_row("(h) idle deployment, after archiving", figures["idle"]),
         ],
     )
+    for label, ui in figures["ui"].items():
+        if "skipped" in ui:
+            print(f"\n(i) UI pages ({label}): skipped, {ui['skipped']}")
+            continue
+        print_table(
+            f"(i) UI pages, {label.replace('_', ' ')}: load s (1st / 2nd visit), target <= "
+            f"{ui['target_s']:g}; webserver CPU {ui['webserver_cpu_s']} s",
+            [
+                (
+                    name,
+                    " / ".join(
+                        f"> {v['load_s']:g} (timed out)" if v["timed_out"] else str(v["load_s"])
+                        for v in visits
+                    ),
+                    f"{visits[0]['graphql_queries']} queries, slowest {visits[0]['slowest_query']}"
+                    f" {visits[0]['slowest_query_s']} s",
+                )
+                for name, visits in ui["pages"].items()
+            ],
+        )
     print_table(
         "Peak RSS per process, MiB (target <= 1024)",
         [
@@ -796,6 +864,13 @@ def _report(n: int, figures: dict[str, Any], peaks: dict[str, int]) -> None:
         f"{sched['nightly_intake_tick_s'] / 2:.2f}, "
         f"refresh {refresh['refresh_1000_new_s']} / 5, peak RSS {worst / GIB:.2f}"
     )
+
+
+def _idle_row(label: str, idle: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    shares = ", ".join(f"{k} {v}" for k, v in idle["percent_of_a_core"].items())
+    return [
+        (f"{label}, % of a core ({idle['seconds']:.0f} s)", idle["total_percent"], shares),
+    ]
 
 
 if __name__ == "__main__":
