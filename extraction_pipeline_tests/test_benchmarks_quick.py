@@ -121,8 +121,9 @@ def invariants(name: str, figures: dict, parameters: dict) -> None:
     elif name == "scale":
         # The sensor took the 1,000 new files and added their partitions itself: nothing left
         # for the daemon to check key by key.
-        tick = figures["sensor_tick"]
-        assert (tick["new_files"], tick["requested_keys"]) == (1000, 0)
+        for tick in (figures["sensor_tick"], figures["sensor_tick_emptied_folder"]):
+            assert (tick["new_files"], tick["requested_keys"]) == (1000, 0)
+        assert figures["sensor_tick_emptied_folder"]["files_in_folder"] == 1000
         # The schedules looked at a deployment's event log: about 4 events per document, and
         # failures still waiting, which the retry schedule takes.
         assert 4.0 <= figures["event_history"]["events_per_doc"] <= 4.2
