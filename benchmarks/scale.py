@@ -567,7 +567,8 @@ def measure_ui(ctx: dict[str, Any], name: str, skip: bool) -> dict[str, Any]:
     if why:
         print(f"    skipped: {why}")
         return {"skipped": why}
-    return measure_pages(_deployment_env(ctx), Path(ctx["workdir"]) / name, ctx["keys"][0])
+    visits = 1 if ctx["idle_scale"] < 1 else 2  # --quick: each page once
+    return measure_pages(_deployment_env(ctx), Path(ctx["workdir"]) / name, ctx["keys"][0], visits)
 
 
 def _deployment_env(ctx: dict[str, Any]) -> dict[str, str]:

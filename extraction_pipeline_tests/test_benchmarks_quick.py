@@ -41,6 +41,8 @@ CASES = [
             "peak_rss_bytes.benchmark driver",
         ],
         480,
+        # Two idle measurements and two rounds of UI pages: over pytest's 300 s default.
+        marks=pytest.mark.timeout(540),
         id="scale",
     ),
     pytest.param(
