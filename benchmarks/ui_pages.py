@@ -149,9 +149,9 @@ def _visit(browser: Any, url: str, shows: set[str]) -> dict[str, Any]:
     page.goto(url, wait_until="load", timeout=PAGE_TIMEOUT_SECONDS * 1000)
 
     def loaded() -> bool:
-        answered = shows <= {name for _, name in operations}
-        quiet = not in_flight and time.monotonic() - began - max(finished, default=0.0)
-        return answered and bool(quiet) and quiet >= QUIET_SECONDS
+        if in_flight or not shows <= {name for _, name in operations}:
+            return False
+        return time.monotonic() - began - max(finished, default=0.0) >= QUIET_SECONDS
 
     while not loaded() and time.monotonic() - began < PAGE_TIMEOUT_SECONDS:
         page.wait_for_timeout(100)  # lets the browser's events reach the handlers above
