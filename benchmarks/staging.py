@@ -571,6 +571,7 @@ def _table_rows(url: str, tables: dict[str, str], counts: bool) -> dict[str, Any
 def _answers(instance: dg.DagsterInstance, keys: Sequence[str]) -> dict[str, Any]:
     """What the product reads from the event log about `keys` (instance.facts, the schedules,
     the status cache), and what Dagster's UI reads of an asset."""
+    from extraction_pipeline.core.operations.lifecycle import RetryPolicy
     from extraction_pipeline.defs.schedules import failed_document_facts
     from extraction_pipeline.instance.facts import document_facts, never_attempted
     from extraction_pipeline.instance.names import documents_partitions
@@ -580,7 +581,7 @@ def _answers(instance: dg.DagsterInstance, keys: Sequence[str]) -> dict[str, Any
     answers: dict[str, Any] = {
         "get_asset_records": instance.get_asset_records(assets),
         "never_attempted": never_attempted(instance, keys),
-        "failed_document_facts": failed_document_facts(instance, keys),
+        "failed_document_facts": failed_document_facts(instance, keys, RetryPolicy()),
         "document_facts": document_facts(instance, keys),
         "get_dynamic_partitions": instance.get_dynamic_partitions("documents"),
     }

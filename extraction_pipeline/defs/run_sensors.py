@@ -106,12 +106,13 @@ def settle_run(
         busy = busy_documents(instance, partition_keys())
         keys = [k for k in keys if k in extracted or k not in busy]
         failed = [k for k in failed if k not in busy]
+    tried = extraction_attempts_of(instance, failed, retryability_below=0)  # counts only
     verdict = judge_run(
         run_id=run.run_id,
         document_keys=keys,
         extracted=extracted,
         failures=failures,
-        attempts={key: n for key, (n, _) in extraction_attempts_of(instance, failed).items()},
+        attempts={key: n for key, (n, _) in tried.items()},
         policy=RetryPolicy(max_attempts=operations.max_attempts),
         run_error=run_error,
         file_names={k: r.file_name for k in failed if (r := registry.get(k)) is not None},

@@ -22,6 +22,7 @@ from extraction_pipeline.instance.facts import (
     all_document_keys,
     attempted_documents,
     busy_documents,
+    extracted_documents,
     extraction_attempts_of,
     never_attempted,
 )
@@ -41,14 +42,19 @@ def batch_run_requests(
     ]
 
 
-def failed_document_facts(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[DocumentFacts]:
+def failed_document_facts(
+    instance: dg.DagsterInstance, keys: Sequence[str], policy: RetryPolicy
+) -> list[DocumentFacts]:
     """Facts of the documents whose extraction was attempted, is not extracted and has no run
-    under way (queued included) - the failed ones - with their attempts and retryability."""
+    under way (queued included) - the failed ones - with their attempts, and retryability where
+    `policy` leaves the verdict to it (not for those that used up their attempts)."""
     busy = busy_documents(instance, keys)
-    extracted = instance.get_materialized_partitions(EXTRACTION_KEY)
+    extracted = extracted_documents(instance, keys)
     idle = [k for k in keys if k not in busy and k not in extracted]
     failed = attempted_documents(instance, idle, assets=[EXTRACTION_KEY])
-    tried = extraction_attempts_of(instance, [k for k in idle if k in failed])
+    tried = extraction_attempts_of(
+        instance, [k for k in idle if k in failed], retryability_below=policy.max_attempts
+    )
     facts = []
     for key, (attempts, retryable) in tried.items():
         facts.append(
@@ -112,7 +118,7 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
         context: dg.ScheduleEvaluationContext,
     ) -> dg.RunRequest | list[dg.RunRequest] | dg.SkipReason:
         keys = all_document_keys(context.instance)
-        facts = failed_document_facts(context.instance, keys)
+        facts = failed_document_facts(context.instance, keys, policy)
         todo = [f.document_key for f in facts if needs_retry(f, policy)]
         skip = "no failed document is due for a retry"
         return _runs_or_skip(context, keys, todo, "retry_failed", extraction_job.name, skip)

@@ -15,15 +15,19 @@ from extraction_pipeline.core.operations.archive import (
 )
 from extraction_pipeline.core.operations.dead_letters import DeadLetterStore
 from extraction_pipeline.core.store import ObjectStore
-from extraction_pipeline.instance.facts import all_document_keys, busy_documents
-from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME, EXTRACTION_KEY
+from extraction_pipeline.instance.facts import (
+    all_document_keys,
+    busy_documents,
+    extracted_documents,
+)
+from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME
 
 
 @dataclass(frozen=True)
 class Standing:
-    """What a pass needs to know of every live document, read once: three cheap reads (the
-    extracted partitions from Dagster's status cache, the unfinished runs and open batches,
-    the dead letters' names), not each document's full state."""
+    """What a pass needs to know of every live document, read once: three cheap reads (which
+    live documents are extracted, the unfinished runs and open batches, the dead letters'
+    names), not each document's full state."""
 
     keys: list[str]
     settled: set[str]
@@ -32,7 +36,7 @@ class Standing:
     @classmethod
     def read(cls, instance: dg.DagsterInstance, store: ObjectStore) -> "Standing":
         keys = all_document_keys(instance)
-        extracted = set(instance.get_materialized_partitions(EXTRACTION_KEY))
+        extracted = extracted_documents(instance, keys)
         settled = extracted | DeadLetterStore(store).keys()
         return cls(keys, settled, busy_documents(instance, keys))
 

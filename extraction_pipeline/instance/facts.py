@@ -94,11 +94,15 @@ def _states(
 
 
 def extraction_attempts_of(
-    instance: dg.DagsterInstance, keys: Sequence[str]
+    instance: dg.DagsterInstance, keys: Sequence[str], retryability_below: int | None = None
 ) -> dict[str, tuple[int, bool | None]]:
     """For each of `keys`: how many runs planned its extraction, and whether its latest failure
-    is worth retrying (None when the latest run recorded no outcome, e.g. its worker died). Two
-    queries per thousand keys: the retry schedule asks this of every failed document."""
+    is worth retrying (None when the latest run recorded no outcome, e.g. its worker died).
+    Two queries per thousand keys: the retry schedule asks this of every failed document.
+
+    With `retryability_below`, retryability is read only for documents with fewer attempts than
+    that (None for the others): decoding a failure's outcome costs ~1 ms, and a document that
+    used up its attempts is a dead letter whatever its last failure said."""
     attempts: dict[str, tuple[int, bool | None]] = {}
     for start in range(0, len(keys), 1000):
         chunk = list(keys[start : start + 1000])
@@ -106,12 +110,14 @@ def extraction_attempts_of(
         for record in _planned(instance, EXTRACTION_KEY, chunk):  # newest first
             if record.partition_key in planned_runs:
                 planned_runs[record.partition_key].append(record.run_id)
-        latest = _latest_observations(instance, chunk)
+        limit = retryability_below
+        wanted = [
+            k for k, runs in planned_runs.items() if runs and (limit is None or len(runs) < limit)
+        ]
+        latest = _latest_observations(instance, wanted)
         for key in chunk:
             runs, outcome = planned_runs[key], latest.get(key)
-            if not runs:
-                attempts[key] = (0, None)
-            elif outcome is None or outcome.run_id != runs[0]:
+            if outcome is None or outcome.run_id != runs[0]:
                 attempts[key] = (len(runs), None)
             else:
                 attempts[key] = (len(runs), outcome.retryable)
@@ -123,6 +129,8 @@ def _latest_observations(
 ) -> dict[str, RecordedOutcome | None]:
     """The latest `extraction` observation of each of `keys` that has one: the storage ids from
     one query, then only those events read (a document failed three times has three)."""
+    if not keys:
+        return {}
     latest_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
         EXTRACTION_KEY, OBSERVED, partitions=set(keys)
     )
@@ -136,6 +144,7 @@ def _latest_observations(
 
 PLANNED = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
 OBSERVED = dg.DagsterEventType.ASSET_OBSERVATION
+MATERIALIZED = dg.DagsterEventType.ASSET_MATERIALIZATION
 
 
 def _planned(
@@ -165,10 +174,17 @@ def never_attempted(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) -
     """Documents no run ever planned, none is under way for, and not extracted: what the
     nightly intake (and `batch submit --pending`) takes."""
     busy = busy_documents(instance, ordered_keys)
-    extracted = instance.get_materialized_partitions(EXTRACTION_KEY)
+    extracted = extracted_documents(instance, ordered_keys)
     unextracted = [k for k in ordered_keys if k not in busy and k not in extracted]
     attempted = attempted_documents(instance, unextracted)
     return intake_candidates(ordered_keys, busy, extracted, attempted)
+
+
+def extracted_documents(instance: dg.DagsterInstance, keys: Sequence[str]) -> set[str]:
+    """The documents among `keys` (the live ones) with an `extraction` materialisation. Dagster's
+    `get_materialized_partitions` reads every partition ever materialised instead: a year's
+    million documents on every tick, although their partitions were archived."""
+    return _having_event(instance, EXTRACTION_KEY, MATERIALIZED, keys)
 
 
 def attempted_documents(
@@ -176,15 +192,28 @@ def attempted_documents(
     keys: Sequence[str],
     assets: Sequence[dg.AssetKey] = (SOURCE_KEY, EXTRACTION_KEY),
 ) -> set[str]:
-    """The documents among `keys` that some run planned (for any of `assets`): one indexed query
-    per thousand keys and asset reading only partitions and storage ids (decoding the planned
-    events cost 0.15 s per thousand keys), instead of the status of every partition."""
+    """The documents among `keys` that some run planned (for any of `assets`)."""
     attempted: set[str] = set()
+    for asset in assets:
+        attempted |= _having_event(instance, asset, PLANNED, keys)
+    return attempted
+
+
+def _having_event(
+    instance: dg.DagsterInstance,
+    asset: dg.AssetKey,
+    event_type: dg.DagsterEventType,
+    keys: Sequence[str],
+) -> set[str]:
+    """The keys among `keys` with an `event_type` event of `asset`: one indexed query per
+    thousand keys reading only partitions and storage ids (decoding the events cost 0.15 s per
+    thousand keys), so the cost follows `keys`, not the history."""
+    found: set[str] = set()
     for start in range(0, len(keys), 1000):
         chunk = set(keys[start : start + 1000])
-        for asset in assets:
-            latest = instance.event_log_storage.get_latest_storage_id_by_partition(
-                asset, PLANNED, partitions=chunk
+        found.update(
+            instance.event_log_storage.get_latest_storage_id_by_partition(
+                asset, event_type, partitions=chunk
             )
-            attempted.update(latest)
-    return attempted
+        )
+    return found

@@ -132,6 +132,12 @@ def test_retry_schedule_retries_transient_failures_up_to_the_cap(
         k_refused: (1, False),
         "never-planned": (0, None),
     }
+    # The retry schedule decodes a failure only where the verdict depends on it: a document
+    # that used up its attempts is a dead letter whatever its last failure said.
+    assert extraction_attempts_of(instance, [k_flaky, k_refused], retryability_below=2) == {
+        k_flaky: (2, None),
+        k_refused: (1, False),
+    }
 
 
 def test_history_shows_every_attempt_in_order_with_its_error(
