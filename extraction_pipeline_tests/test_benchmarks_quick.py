@@ -142,11 +142,13 @@ def invariants(name: str, figures: dict, parameters: dict) -> None:
         assert archive["live_after"] == sum(archive["kept"].values()) > 0
         assert set(archive["kept"]) == {"unsettled"}
         assert archive["after"]["retry_failed_run_requests"] >= 1
-        # The idle deployment was measured alive, every process of it, before and after.
+        # The idle deployment was measured alive, every process of it, before and after, and
+        # idle: no run started in its window.
         for idle in (figures["idle_live"], figures["idle"]):
             assert idle["daemon_alive"] and {"daemon", "code server", "postgres"} <= set(
                 idle["percent_of_a_core"]
             )
+            assert idle["runs_launched"] == 0
         # The UI's pages were opened in a browser and each loaded its data, before and after
         # archiving (CI has Chromium; elsewhere a missing browser is said, not measured).
         for ui in figures["ui"].values():
