@@ -142,6 +142,11 @@ def invariants(name: str, figures: dict, parameters: dict) -> None:
         assert archive["live_after"] == sum(archive["kept"].values()) > 0
         assert set(archive["kept"]) == {"unsettled"}
         assert archive["after"]["retry_failed_run_requests"] >= 1
+        # The sensor removed what it archived itself (no request left to the daemon), and the
+        # UI's read of the partition status was timed after archiving and after new files.
+        assert archive["archive_tick_archived"] > 0 and archive["archive_tick_requests"] == 0
+        assert archive["status_read_s"] >= 0
+        assert figures["sensor_tick_emptied_folder"]["status_read_s"] >= 0
         # The idle deployment was measured alive, every process of it, before and after, and
         # idle: no run started in its window.
         for idle in (figures["idle_live"], figures["idle"]):

@@ -9,8 +9,8 @@ import dagster as dg
 from extraction_pipeline.core.operations.archive import WINDOW, ArchiveCursor
 from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.defs.resources import DocumentStoreResource
-from extraction_pipeline.instance.archive import Standing, archive_pass
-from extraction_pipeline.instance.names import documents_partitions
+from extraction_pipeline.instance.archive import Standing, archive_pass, remove_partitions
+from extraction_pipeline.instance.partition_status import refresh_partition_status
 
 ARCHIVE_INTERVAL_SECONDS = 60
 
@@ -36,22 +36,30 @@ def build_archive_sensor(settings: Settings) -> dg.SensorDefinition:
         if after_days <= 0:
             return dg.SensorResult(skip_reason="archiving is off (EXTRACTION_ARCHIVE_AFTER_DAYS=0)")
         store = document_store.object_store()
+        instance = context.instance
+        standing = Standing.read(instance, store)
         plan = archive_pass(
-            Standing.read(context.instance, store),
+            standing,
             store,
             ArchiveCursor.parse(context.cursor),
             datetime.now(UTC),
             timedelta(days=after_days),
         )
+        # Removed here rather than returned as a request to the daemon, so that the partition
+        # status stored next is stamped for the set as it now is.
+        remove_partitions(instance, plan.archive)
+        archived = set(plan.archive)
+        live = [key for key in standing.keys if key not in archived]
+        refreshed = refresh_partition_status(instance, live, before=standing.keys)
+        if refreshed:
+            context.log.info(
+                f"stored the partition status of {' and '.join(refreshed)} for the "
+                f"{len(live)} live documents"
+            )
         cursor = plan.cursor.serialize()
         if not plan.archive:
             return dg.SensorResult(skip_reason=plan.summary(), cursor=cursor)
         context.log.info(plan.summary())
-        return dg.SensorResult(
-            dynamic_partitions_requests=[
-                documents_partitions.build_delete_request(list(plan.archive))
-            ],
-            cursor=cursor,
-        )
+        return dg.SensorResult(cursor=cursor)
 
     return archive_settled

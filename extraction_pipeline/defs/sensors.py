@@ -13,6 +13,10 @@ from extraction_pipeline.defs.jobs import intake_job, source_job
 from extraction_pipeline.defs.resources import DocumentStoreResource
 from extraction_pipeline.instance.document_runs import DocumentsRun
 from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME
+from extraction_pipeline.instance.partition_status import (
+    live_keys_within_limit,
+    refresh_partition_status,
+)
 
 
 def intake_run_requests(decision: IntakeDecision, per_run: int) -> list[dg.RunRequest]:
@@ -94,12 +98,23 @@ def build_inbox_sensor(settings: Settings) -> dg.SensorDefinition:
             f"added {len(decision.keys_to_add)} partitions of {DOCUMENTS_PARTITIONS_NAME}: "
             f"{_span(decision.keys_to_add)}"
         )
+        if settings.operations.archive_after_days > 0:
+            _refresh_partition_status(context.instance, decision.keys_to_add)
         return dg.SensorResult(
             run_requests=intake_run_requests(decision, settings.documents_per_run),
             cursor=new_cursor,
         )
 
     return inbox_sensor
+
+
+def _refresh_partition_status(instance: dg.DagsterInstance, added: Sequence[str]) -> None:
+    """Archiving keeps the live set small: storing the assets' partition status for it now
+    spares the UI a rebuild from the whole history (instance/partition_status.py)."""
+    keys = live_keys_within_limit(instance)
+    if keys is not None:
+        new = set(added)
+        refresh_partition_status(instance, keys, before=[k for k in keys if k not in new])
 
 
 def _log_decision(context: dg.SensorEvaluationContext, decision: IntakeDecision) -> None:

@@ -1,5 +1,6 @@
 """Archiving settled documents' partitions (core.operations.archive decides which)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -21,6 +22,7 @@ from extraction_pipeline.instance.facts import (
     extracted_documents,
 )
 from extraction_pipeline.instance.names import DOCUMENTS_PARTITIONS_NAME
+from extraction_pipeline.instance.partition_status import refresh_partition_status
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,21 @@ def archive_settled(
         plan = archive_pass(standing, store, ArchiveCursor(start), now, after)
         report.add(plan)
         if not dry_run:
-            for key in plan.archive:
-                instance.delete_dynamic_partition(DOCUMENTS_PARTITIONS_NAME, key)
+            remove_partitions(instance, plan.archive)
         start = plan.start + plan.examined  # over the same reading: removed keys still count
         if plan.wrapped:
-            return report
+            break
+    if report.archived and not dry_run:
+        archived = set(report.archived)
+        live = [k for k in standing.keys if k not in archived]
+        refresh_partition_status(instance, live, before=standing.keys)
+    return report
+
+
+def remove_partitions(instance: dg.DagsterInstance, keys: Sequence[str]) -> None:
+    """Removes the `documents` partitions of `keys` (Dagster removes one key per call)."""
+    for key in keys:
+        instance.delete_dynamic_partition(DOCUMENTS_PARTITIONS_NAME, key)
 
 
 def _registered_at(registry: DocumentRegistry, key: str) -> datetime | None:

@@ -12,6 +12,9 @@ Each is used where Dagster offers no public way:
   own outputs; the document runs report the tables they refresh from inside their step, and
   without these tags the UI calls those tables "Unsynced" (`dg.DataProvenance.from_tags` is
   the public reader of the same tags).
+- the partition status Dagster stores per asset (`AssetStatusCacheValue`), the stamp it carries
+  (a hash of the partition keys it was computed for) and the storage id it starts from, which
+  `instance/partition_status.py` stores for the live documents when their set changes.
 `extraction_pipeline_tests/instance/test_dagster_compat.py` fails loudly if an upgrade moves or
 changes any of them.
 """
@@ -27,6 +30,9 @@ from dagster._core.definitions.data_version import (
     get_input_data_version_tag,
     get_input_event_pointer_tag,
 )
+from dagster._core.definitions.partitions.utils.base import (
+    generate_partition_key_based_definition_id as partition_keys_stamp,
+)
 from dagster._core.events import (
     ASSET_CHECK_EVENTS,
     ASSET_EVENTS,
@@ -36,6 +42,12 @@ from dagster._core.events import (
 from dagster._core.execution.context.system import StepExecutionContext
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.event_log import SqlEventLogStorageTable
+from dagster._core.storage.partition_status_cache import (
+    AssetStatusCacheValue,
+)
+from dagster._core.storage.partition_status_cache import (
+    get_last_planned_storage_id as last_planned_storage_id,
+)
 from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._serdes import ConfigurableClassData
 
@@ -43,11 +55,14 @@ __all__ = [
     "ASSET_CHECK_EVENTS",
     "ASSET_EVENTS",
     "GRPC_INFO_TAG",
+    "AssetStatusCacheValue",
     "CheckRunHealthResult",
     "ConfigurableClassData",
     "SqlEventLogStorageTable",
     "WorkerStatus",
     "batched_step_events",
+    "last_planned_storage_id",
+    "partition_keys_stamp",
     "provenance_tags",
 ]
 
