@@ -591,11 +591,12 @@ IDLE_WARMUP_SECONDS = 45.0  # the code server starts and every sensor has ticked
 IDLE_SECONDS = 120.0  # --quick: a quarter of both
 
 
-def measure_ui(ctx: dict[str, Any], name: str, skip: bool) -> dict[str, Any]:
-    """(i) The UI's asset and partition pages on this instance, in a browser (ui_pages.py)."""
+def measure_ui(ctx: dict[str, Any], name: str, skipped_by: str | None) -> dict[str, Any]:
+    """(i) The UI's asset and partition pages on this instance, in a browser (ui_pages.py),
+    unless `skipped_by` names the option that skips them."""
     from ui_pages import browser_missing, measure_pages
 
-    why = "--no-ui" if skip else browser_missing()
+    why = skipped_by or browser_missing()
     if why:
         print(f"    skipped: {why}")
         return {"skipped": why}
@@ -773,7 +774,8 @@ def main(argv: list[str] | None = None) -> int:
             in_fresh_process(stage_tables_caught_up, ctx)
         live = f"{n + NEW_FILES:,} live partitions"
         print(f"(i) the UI's asset and partition pages, {live} ...", flush=True)
-        figures["ui"] = {"live": measure_ui(ctx, "ui-live", args.no_ui or args.no_ui_live)}
+        skip = "--no-ui" if args.no_ui else "--no-ui-live" if args.no_ui_live else None
+        figures["ui"] = {"live": measure_ui(ctx, "ui-live", skip)}
         print(f"    {json.dumps(figures['ui']['live'])}", flush=True)
         print(f"(h) the idle deployment, {live} ...", flush=True)
         figures["idle_live"] = measure_idle(ctx, postmaster)
@@ -801,7 +803,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         figures["sensor_tick_emptied_folder"] = again
         print(f"(i) the UI's asset and partition pages, {left} ...", flush=True)
-        figures["ui"]["after_archive"] = measure_ui(ctx, "ui-archived", args.no_ui)
+        skip = "--no-ui" if args.no_ui else None
+        figures["ui"]["after_archive"] = measure_ui(ctx, "ui-archived", skip)
+        print(f"    {json.dumps(figures['ui']['after_archive'])}", flush=True)
         print(f"(h) the idle deployment, {left} ...", flush=True)
         figures["idle"] = measure_idle(ctx, postmaster)
         for stage in figures["ui"].values():
