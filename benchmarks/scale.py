@@ -19,13 +19,15 @@ refresh, peak memory and event-log growth, on a real Postgres instance.
     run worker would; Postgres when it runs on this machine);
 (f) event-log growth per document: pg_total_relation_size('event_logs') and rows before and
     after one ranged intake_job run of 200 documents (in process, model simulator);
-(g) archiving (core.operations.archive): one `archive_settled` tick on all N live partitions
-    and the daemon's removals, every settled document archived, then the ticks of (c) again on
-    the live set that is left.
+(g) archiving (core.operations.archive): one tick of the `archive_settled` sensor on all N
+    live partitions (it removes them itself and stores the assets' partition status), every
+    settled document archived, the UI's read of the partition status (instance/
+    partition_status.py), then the ticks of (c) again on the live set that is left.
 (h) the idle deployment, before (g) and after it: a code server and `dagster-daemon run`, as
     `dev` starts them, on that instance with an empty drop folder (taken files are stored; the
-    folder can be emptied), nothing arriving: CPU of the daemon, the code server and Postgres
-    over IDLE_SECONDS after a warm-up, as a share of one core;
+    folder can be emptied), nothing arriving (the schedules' crons out of the window, the runs
+    created in it counted): CPU of the daemon, the code server and Postgres over IDLE_SECONDS
+    after a warm-up, as a share of one core;
 (i) the UI, before (g) and after it (ui_pages.py): a code server and `dagster-webserver` on
     that instance, the asset and partition pages of `extraction` and `source_document` and the
     global lineage opened in Chromium, seconds until each had its data; the webserver's RSS.
