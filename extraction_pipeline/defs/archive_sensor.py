@@ -48,8 +48,7 @@ def build_archive_sensor(settings: Settings) -> dg.SensorDefinition:
         # Removed here rather than returned as a request to the daemon, so that the partition
         # status stored next is stamped for the set as it now is.
         remove_partitions(instance, plan.archive)
-        archived = set(plan.archive)
-        live = [key for key in standing.keys if key not in archived]
+        live = standing.live_after(plan.archive)
         refreshed = refresh_partition_status(instance, live, before=standing.keys)
         if refreshed:
             context.log.info(

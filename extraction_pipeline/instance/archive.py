@@ -1,6 +1,6 @@
 """Archiving settled documents' partitions (core.operations.archive decides which)."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -41,6 +41,11 @@ class Standing:
         extracted = extracted_documents(instance, keys)
         settled = extracted | DeadLetterStore(store).keys()
         return cls(keys, settled, busy_documents(instance, keys))
+
+    def live_after(self, archived: Collection[str]) -> list[str]:
+        """The live keys once `archived` are removed, in Dagster's order."""
+        gone = set(archived)
+        return [key for key in self.keys if key not in gone]
 
 
 def archive_pass(
@@ -95,8 +100,7 @@ def archive_settled(
         if plan.wrapped:
             break
     if report.archived and not dry_run:
-        archived = set(report.archived)
-        live = [k for k in standing.keys if k not in archived]
+        live = standing.live_after(report.archived)
         refresh_partition_status(instance, live, before=standing.keys)
     return report
 

@@ -129,11 +129,7 @@ def _latest_observations(
 ) -> dict[str, RecordedOutcome | None]:
     """The latest `extraction` observation of each of `keys` that has one: the storage ids from
     one query, then only those events read (a document failed three times has three)."""
-    if not keys:
-        return {}
-    latest_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
-        EXTRACTION_KEY, OBSERVED, partitions=set(keys)
-    )
+    latest_ids = latest_storage_ids(instance, EXTRACTION_KEY, OBSERVED, keys)
     if not latest_ids:
         return {}
     records = instance.get_event_records(
