@@ -46,6 +46,7 @@ from extraction_pipeline.instance.names import (
 from extraction_pipeline.instance.outcomes import (
     OUTCOME_EVENT_TYPES,
     outcome_metadata,
+    outcome_tags,
     read_outcomes,
 )
 
@@ -335,7 +336,10 @@ def _extraction_events(
         if outcome.status == "failed":
             failures[outcome.document_key] = outcome.error_message or "failed"
             yield dg.AssetObservation(
-                asset_key=EXTRACTION_KEY, partition=outcome.document_key, metadata=metadata
+                asset_key=EXTRACTION_KEY,
+                partition=outcome.document_key,
+                metadata=metadata,
+                tags=outcome_tags(outcome),
             )
         else:
             yield dg.AssetMaterialization(

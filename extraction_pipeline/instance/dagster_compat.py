@@ -5,7 +5,8 @@ Each is used where Dagster offers no public way:
   run tag where the default launcher records the code server it used;
 - the type a configurable storage class is constructed with (dagster.yaml's `module`/`class`),
   and what the event-log storage (`instance/event_log.py`) needs to write events as
-  dagster-postgres does: the event table and which event types touch the asset tables;
+  dagster-postgres does: the event table and which event types touch the asset tables; and
+  the event and tag tables whose columns `instance/event_columns.py` reads without decoding;
 - how a step logs its events as one batch (`batched_step_events`), as Dagster does for a ranged
   output's materialisations;
 - the tags that carry a materialisation's data provenance. Dagster writes them for an asset's
@@ -42,6 +43,7 @@ from dagster._core.events import (
 from dagster._core.execution.context.system import StepExecutionContext
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.event_log import SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import AssetEventTagsTable
 from dagster._core.storage.partition_status_cache import (
     AssetStatusCacheValue,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "ASSET_CHECK_EVENTS",
     "ASSET_EVENTS",
     "GRPC_INFO_TAG",
+    "AssetEventTagsTable",
     "AssetStatusCacheValue",
     "CheckRunHealthResult",
     "ConfigurableClassData",

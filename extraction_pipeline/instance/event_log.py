@@ -14,11 +14,15 @@
   dagster-postgres writes planned events one by one even then. Here a batch of asset events is one
   multi-row INSERT plus one summary update per asset and event type. Loading this storage sets
   `DAGSTER_EVENT_BATCH_SIZE` (unless set) so Dagster sends such batches.
+- **Retryability indexed.** A failure observation's `extraction_pipeline/retryable` tag goes into
+  `asset_event_tags` with the tags Dagster indexes itself, so the retry schedule reads it per
+  document with one query instead of decoding each failure's event (~0.3 ms each: 20,000 failed
+  documents took most of a 3 s tick). It is the one difference from the stock storage's rows.
 - Tables and columns that exist are remembered (the stock `has_table` asks the catalog on every
   tagged asset event and every dynamic-partition check, `has_asset_key_col` on asset reads).
 
 What ends up in the tables is what the stock storage writes (`extraction_pipeline_tests/instance/
-test_event_log.py` compares them). dagster.yaml names this class; set `class:
+test_event_log.py` compares them), but that tag's rows. dagster.yaml names this class; set `class:
 PostgresEventLogStorage` (module `dagster_postgres`) there to get the stock behaviour back.
 """
 
@@ -42,6 +46,7 @@ from extraction_pipeline.instance.dagster_compat import (
     ASSET_EVENTS,
     SqlEventLogStorageTable,
 )
+from extraction_pipeline.instance.names import RETRYABLE_TAG
 from extraction_pipeline.instance.pooled_storage import PooledStorage, pooled_engine
 
 # How long an event write waits for the database to come back (a restart, a failover).
@@ -79,6 +84,9 @@ class PooledPostgresEventLogStorage(PooledStorage, PostgresEventLogStorage):
         else:  # other events in the batch (Dagster batches asset check plans too): one by one
             for event in kept:
                 self.store_event(event)
+
+    def get_asset_tags_to_index(self, tag_keys: set[str]) -> set[str]:
+        return super().get_asset_tags_to_index(tag_keys) | (tag_keys & {RETRYABLE_TAG})
 
     # The stock storage asks the catalog for these on every tagged asset event, every dynamic
     # partition check and every asset read (the status cache's column).

@@ -12,9 +12,11 @@ from extraction_pipeline.core.operations.lifecycle import (
 )
 from extraction_pipeline.instance.batches import documents_in_open_batches
 from extraction_pipeline.instance.document_runs import run_document_keys
+from extraction_pipeline.instance.event_columns import event_rows, planned_runs
 from extraction_pipeline.instance.names import (
     DOCUMENTS_PARTITIONS_NAME,
     EXTRACTION_KEY,
+    RETRYABLE_TAG,
     SOURCE_KEY,
     documents_partitions,
 )
@@ -98,44 +100,44 @@ def extraction_attempts_of(
 ) -> dict[str, tuple[int, bool | None]]:
     """For each of `keys`: how many runs planned its extraction, and whether its latest failure
     is worth retrying (None when the latest run recorded no outcome, e.g. its worker died).
-    Two queries per thousand keys: the retry schedule asks this of every failed document.
+    The retry schedule asks this of every failed document: it reads columns and the indexed
+    retryable tag (`event_columns`), and decodes a failure's event only where the tag is
+    missing (recorded before the tag existed, or by a storage that does not index it).
 
     With `retryability_below`, retryability is read only for documents with fewer attempts than
-    that (None for the others): decoding a failure's outcome costs ~1 ms, and a document that
-    used up its attempts is a dead letter whatever its last failure said."""
+    that (None for the others): a document that used up its attempts is a dead letter whatever
+    its last failure said."""
+    runs = planned_runs(instance, EXTRACTION_KEY, keys)
+    limit = retryability_below if retryability_below is not None else float("inf")
+    wanted = [key for key, planned in runs.items() if 0 < len(planned) < limit]
+    latest = event_rows(
+        instance, latest_storage_ids(instance, EXTRACTION_KEY, OBSERVED, wanted), RETRYABLE_TAG
+    )
+    # Only an outcome of the latest run says anything about the next attempt.
+    current = {k: row for k, row in latest.items() if row.run_id == runs[k][0]}
+    untagged = _outcomes(instance, [row.storage_id for row in current.values() if row.tag is None])
     attempts: dict[str, tuple[int, bool | None]] = {}
-    for start in range(0, len(keys), 1000):
-        chunk = list(keys[start : start + 1000])
-        planned_runs: dict[str, list[str]] = {key: [] for key in chunk}
-        for record in _planned(instance, EXTRACTION_KEY, chunk):  # newest first
-            if record.partition_key in planned_runs:
-                planned_runs[record.partition_key].append(record.run_id)
-        limit = retryability_below
-        wanted = [
-            k for k, runs in planned_runs.items() if runs and (limit is None or len(runs) < limit)
-        ]
-        latest = _latest_observations(instance, wanted)
-        for key in chunk:
-            runs, outcome = planned_runs[key], latest.get(key)
-            if outcome is None or outcome.run_id != runs[0]:
-                attempts[key] = (len(runs), None)
-            else:
-                attempts[key] = (len(runs), outcome.retryable)
+    for key in keys:
+        row = current.get(key)
+        if row is None:
+            retryable = None
+        elif row.tag is not None:
+            retryable = row.tag == "true"
+        else:
+            outcome = untagged.get(key)
+            retryable = outcome.retryable if outcome else None
+        attempts[key] = (len(runs[key]), retryable)
     return attempts
 
 
-def _latest_observations(
-    instance: dg.DagsterInstance, keys: list[str]
-) -> dict[str, RecordedOutcome | None]:
-    """The latest `extraction` observation of each of `keys` that has one: the storage ids from
-    one query, then only those events read (a document failed three times has three)."""
-    latest_ids = latest_storage_ids(instance, EXTRACTION_KEY, OBSERVED, keys)
-    if not latest_ids:
+def _outcomes(instance: dg.DagsterInstance, storage_ids: list[int]) -> dict[str, RecordedOutcome]:
+    """The outcomes the events `storage_ids` record, by document (decoded)."""
+    if not storage_ids:
         return {}
     records = instance.get_event_records(
-        dg.EventRecordsFilter(event_type=OBSERVED, storage_ids=list(latest_ids.values()))
+        dg.EventRecordsFilter(event_type=OBSERVED, storage_ids=storage_ids)
     )
-    return {r.partition_key: read_outcome(r) for r in records if r.partition_key is not None}
+    return {o.document_key: o for o in map(read_outcome, records) if o is not None}
 
 
 PLANNED = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
@@ -143,16 +145,6 @@ OBSERVED = dg.DagsterEventType.ASSET_OBSERVATION
 MATERIALIZED = dg.DagsterEventType.ASSET_MATERIALIZATION
 # 1,000 keys per query take ~5 ms; one pass over 1,000,000 materialised partitions ~3 s.
 HISTORY_PASS_ABOVE = 500_000
-
-
-def _planned(
-    instance: dg.DagsterInstance, asset: dg.AssetKey, keys: Sequence[str]
-) -> Sequence[dg.EventLogRecord]:
-    """The planned events of `asset` for `keys`, newest first."""
-    return instance.get_event_records(
-        dg.EventRecordsFilter(event_type=PLANNED, asset_key=asset, asset_partitions=list(keys)),
-        ascending=False,
-    )
 
 
 def waiting_documents(instance: dg.DagsterInstance, ordered_keys: Sequence[str]) -> set[str]:

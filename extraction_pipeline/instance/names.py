@@ -37,3 +37,6 @@ MODE_TAG = "extraction_pipeline/mode"
 BATCH_TAG = "extraction_pipeline/batch_id"
 BATCH_ATTEMPT_TAG = "extraction_pipeline/batch_attempt"
 WORKER_HOST_TAG = "extraction_pipeline/worker_host"
+# On each failure observation of `extraction`: whether retrying can mend it ("true"/"false").
+# The event-log storage indexes it, so the retry schedule reads it without decoding events.
+RETRYABLE_TAG = "extraction_pipeline/retryable"

@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 
 from extraction_pipeline.core.extraction.records import ExtractionRecord
-from extraction_pipeline.instance.names import DOCUMENT_KEYS
+from extraction_pipeline.instance.names import DOCUMENT_KEYS, RETRYABLE_TAG
 
 SUBMITTED = "submitted"
 OUTCOME_EVENT_TYPES = frozenset(
@@ -121,6 +121,14 @@ def outcome_metadata(outcome: ExtractionRecord) -> dict[str, Any]:
         metadata["error_message"] = outcome.error_message or ""
         metadata["retryable"] = bool(outcome.retryable)
     return metadata
+
+
+def outcome_tags(outcome: ExtractionRecord) -> dict[str, str]:
+    """Tags of an outcome's event: a failure's retryability, indexed by the event-log storage
+    (the same value as its `retryable` metadata, readable without decoding the event)."""
+    if not outcome.error_kind:
+        return {}
+    return {RETRYABLE_TAG: "true" if outcome.retryable else "false"}
 
 
 def read_outcome(record: dg.EventLogRecord) -> RecordedOutcome | None:

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+from dagster._core.events import AssetMaterializationPlannedData, AssetObservationData
 
 from extraction_pipeline.cli.samples import invoice_pdf, make_invoice
 from extraction_pipeline.core.documents.registry import DocumentRegistry
@@ -12,6 +13,7 @@ from extraction_pipeline.core.settings import Settings
 from extraction_pipeline.core.store import LocalObjectStore
 from extraction_pipeline.instance.facts import extraction_attempts_of
 from extraction_pipeline.instance.history import document_history
+from extraction_pipeline.instance.names import RETRYABLE_TAG
 from extraction_pipeline.simulator import SimulatorControl
 from extraction_pipeline_tests.defs.helpers import definitions_for
 from extraction_pipeline_tests.pdfs import truncated_pdf
@@ -138,6 +140,42 @@ def test_retry_schedule_retries_transient_failures_up_to_the_cap(
         k_flaky: (2, None),
         k_refused: (1, False),
     }
+
+
+def test_a_failures_retryability_is_indexed_and_read_without_the_tag_too(
+    instance: dg.DagsterInstance, ops_settings: Settings
+) -> None:
+    (key,) = register(
+        ops_settings,
+        instance,
+        {"refused.pdf": invoice_pdf(make_invoice(3), extra_text="SIMULATE:REFUSE")},
+    )
+    assert not run(instance, ops_settings, "intake_job", key).success
+    observed = dg.DagsterEventType.ASSET_OBSERVATION
+    extraction = dg.AssetKey("extraction")
+    # Indexed: Dagster's reader of indexed tags returns it, so the retry tick reads no event.
+    assert instance.event_log_storage.get_latest_tags_by_partition(
+        extraction, observed, [RETRYABLE_TAG], [key]
+    ) == {key: {RETRYABLE_TAG: "false"}}
+    assert extraction_attempts_of(instance, [key]) == {key: (1, False)}
+
+    # The same failure in a later run, recorded as versions before the tag did: read from the
+    # event itself.
+    (record,) = instance.get_event_records(
+        dg.EventRecordsFilter(observed, asset_key=extraction, asset_partitions=[key])
+    )
+    failure = record.asset_observation
+    assert failure is not None and failure.tags == {RETRYABLE_TAG: "false"}
+    untagged = dg.AssetObservation(extraction, partition=key, metadata=failure.metadata)
+    planned = AssetMaterializationPlannedData(extraction, partition=key)
+    for event_type, data in (
+        (dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, planned),
+        (observed, AssetObservationData(untagged)),
+    ):
+        event = dg.DagsterEvent(event_type.value, "extraction_job", event_specific_data=data)
+        instance.store_event(record.event_log_entry._replace(run_id="later", dagster_event=event))
+
+    assert extraction_attempts_of(instance, [key]) == {key: (2, False)}
 
 
 def test_history_shows_every_attempt_in_order_with_its_error(

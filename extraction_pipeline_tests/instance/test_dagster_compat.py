@@ -7,9 +7,11 @@ import dagster as dg
 
 from extraction_pipeline.instance.dagster_compat import (
     GRPC_INFO_TAG,
+    AssetEventTagsTable,
     AssetStatusCacheValue,
     CheckRunHealthResult,
     ConfigurableClassData,
+    SqlEventLogStorageTable,
     WorkerStatus,
     partition_keys_stamp,
     provenance_tags,
@@ -26,6 +28,11 @@ def test_private_names_the_project_relies_on_are_still_there() -> None:
     data = ConfigurableClassData("extraction_pipeline.instance.event_log", "X", "{}")
     assert data.module_name == "extraction_pipeline.instance.event_log"
     assert "inst_data" in PooledPostgresEventLogStorage.__init__.__code__.co_varnames
+    # Columns instance/event_columns.py reads.
+    assert {"id", "run_id", "asset_key", "dagster_event_type", "partition"} <= set(
+        SqlEventLogStorageTable.c.keys()
+    )
+    assert {"event_id", "key", "value"} <= set(AssetEventTagsTable.c.keys())
 
 
 def test_provenance_tags_read_back_through_dagsters_public_reader() -> None:
