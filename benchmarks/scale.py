@@ -12,8 +12,9 @@ refresh, peak memory and event-log growth, on a real Postgres instance.
     with 1,000 new files in an emptied drop folder (taken files are stored: a deployment can
     empty it);
 (c) `nightly_intake` (and `retry_failed`) evaluated with build_schedule_context on the event
-    log a deployment would hold (`stage_event_history`: 4 events per document, 2% failed first,
-    half of those still failed, with 1-3 attempts each) while 1,000 documents are unextracted;
+    log a deployment would hold (`stage_event_history`: 4 events per document, 2% failed first
+    (--failed-share), half of those still failed, with 1-3 attempts each, each attempt a run)
+    while 1,000 documents are unextracted;
 (d) core.tables.refresh_tables of 1,000 new outcomes into tables already holding N rows;
 (e) peak RSS of every process (each stage runs in its own process, like the code server or a
     run worker would; Postgres when it runs on this machine);
@@ -145,6 +146,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-ui-live",
         action="store_true",
         help="skip (i) before archiving (at 1,000,000 live partitions its pages time out)",
+    )
+    parser.add_argument(
+        "--failed-share",
+        type=float,
+        default=FAILED_SHARE,
+        help=f"of documents whose first attempt failed in (c)'s history (default {FAILED_SHARE})",
     )
     parser.add_argument(
         "--ticks-only",
@@ -340,8 +347,9 @@ def stage_event_history(ctx: dict[str, Any]) -> dict[str, Any]:
     """The event log a deployment would hold for the first N - 1,000 documents, written in
     bulk (staging.py: PostgreSQL COPY of the rows Dagster's own writes leave, checked equal to
     them): per document the two planned events of its run and the `source_document` and
-    `extraction` materialisations with the product's outcome metadata; FAILED_SHARE of them
-    failed first (a retryable failure observation per attempt, 1-3 attempts), and of those half
+    `extraction` materialisations with the product's outcome metadata; --failed-share of them
+    failed first (a retryable failure observation per attempt, 1-3 attempts, each attempt
+    after the first a run of its own, as the retry schedule launches them), and of those half
     were extracted on a later attempt and half are still failed, so the retry schedule has
     something to look at. The last 1,000 registered an hour ago and the 1,000 the sensor just
     took stay unextracted. Then VACUUM (ANALYZE), as autovacuum leaves a long-lived database."""
@@ -351,7 +359,7 @@ def stage_event_history(ctx: dict[str, Any]) -> dict[str, Any]:
     history = DocumentHistory(
         invoice=INVOICE,
         call=_call_summary(),
-        failed_share=FAILED_SHARE,
+        failed_share=ctx["failed_share"],
         run_documents=RUN_DOCUMENTS,
         now=datetime.now(UTC),
     )
@@ -732,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
             "new_files": NEW_FILES,
             "profile": args.profile,
             "idle_scale": 0.25 if args.quick else 1.0,
+            "failed_share": args.failed_share,
         }
         postmaster = postmaster_pid(server_url)
         pg_meter = ProcessTreeMeter([postmaster], root_role="postgres") if postmaster else None

@@ -57,7 +57,7 @@ from dagster._serdes import deserialize_value
 from dagster_postgres import PostgresEventLogStorage
 
 from extraction_pipeline.core.extraction.records import CallSummary, ExtractionRecord
-from extraction_pipeline.instance.outcomes import outcome_metadata
+from extraction_pipeline.instance.outcomes import outcome_metadata, outcome_tags
 from extraction_pipeline.instance.postgres import libpq_dsn
 
 COPY_CHUNK_EVENTS = 10_000
@@ -84,7 +84,8 @@ class DocumentHistory:
     """The event log a deployment holds for its documents: per document the two planned events
     of its run, the `source_document` materialisation and the `extraction` outcome with the
     product's metadata. Every round(1 / failed_share)-th document failed first (a retryable
-    failure observation per attempt, 1-3 attempts); half of those are still failed. Runs hold
+    failure observation per attempt, 1-3 attempts, each attempt after the first a run of its
+    own); half of those are still failed, the others were extracted by a later attempt. Runs hold
     `run_documents` adjacent documents. `clock` stamps each event, in order."""
 
     invoice: dict[str, Any]
@@ -105,28 +106,35 @@ class DocumentHistory:
 
     def shape(self, index: int) -> tuple[int, bool]:
         """Failed attempts of the index-th document, and whether it is still failed."""
-        failed = (index % 3) + 1 if index % round(1 / self.failed_share) == 0 else 0
-        return failed, bool(failed) and index % 2 == 0
+        every = round(1 / self.failed_share)
+        if index % every:
+            return 0, False
+        return (index // every) % 3 + 1, (index // every) % 2 == 0
 
     def events(
         self, key: str, run_id: str, failed: int, still_failed: bool, clock: Callable[[], float]
     ) -> list[EventLogEntry]:
         """One document's entries, `clock` called once per entry in order. A function of its
         arguments alone (and of the history's fields): what lets copy_document_history
-        serialise one document of each shape and substitute key, run id and timestamps."""
+        serialise one document of each shape and substitute key, run id and timestamps.
 
-        def entry(event_type: DagsterEventType, data: Any) -> EventLogEntry:
+        Its first run (`run_id`, the intake job) plans both assets, stores the original and
+        records the first outcome; each later attempt is a run of its own (`<run_id>-r<n>`, as
+        the retry schedule's extraction runs) that plans `extraction` and records an outcome."""
+
+        def entry(event_type: DagsterEventType, data: Any, run: str = run_id) -> EventLogEntry:
+            job = "intake_job" if run == run_id else "extraction_job"
             return EventLogEntry(
                 user_message="",
                 level=20,
-                job_name="intake_job",
-                run_id=run_id,
+                job_name=job,
+                run_id=run,
                 error_info=None,
                 timestamp=clock(),
                 dagster_event=DagsterEvent(
                     event_type_value=event_type.value,
                     event_specific_data=data,
-                    job_name="intake_job",
+                    job_name=job,
                 ),
             )
 
@@ -140,40 +148,52 @@ class DocumentHistory:
             entry(DagsterEventType.ASSET_MATERIALIZATION, StepMaterializationData(source))
         )
         base = {"document_key": key, "file_name": f"{key}.pdf", "sha256": "0" * 64}
-        for attempt in range(failed):
-            failure = ExtractionRecord(
+        attempts = failed if still_failed else failed + 1
+        for attempt in range(attempts):
+            run = run_id if attempt == 0 else f"{run_id}-r{attempt}"
+            if attempt:
+                plan = AssetMaterializationPlannedData(dg.AssetKey("extraction"), partition=key)
+                events.append(entry(planned, plan, run))
+            if attempt < failed:
+                failure = ExtractionRecord(
+                    **base,
+                    pages=1,
+                    status="failed",
+                    call=self.call,
+                    error_kind="server_error",
+                    error_message="server_error: 503 from the model",
+                    retryable=True,
+                    extracted_at=self.now,
+                    run_id=run,
+                )
+                observation = dg.AssetObservation(
+                    "extraction",
+                    partition=key,
+                    metadata=outcome_metadata(failure),
+                    tags=outcome_tags(failure),
+                )
+                events.append(
+                    entry(
+                        DagsterEventType.ASSET_OBSERVATION, AssetObservationData(observation), run
+                    )
+                )
+                continue
+            success = ExtractionRecord(
                 **base,
                 pages=1,
-                status="failed",
+                status="extracted",
+                record=self.invoice,
                 call=self.call,
-                error_kind="server_error",
-                error_message="server_error: 503 from the model",
-                retryable=True,
                 extracted_at=self.now,
-                run_id=f"{run_id}-{attempt}",
             )
-            observation = dg.AssetObservation(
-                "extraction", partition=key, metadata=outcome_metadata(failure)
+            extraction = dg.AssetMaterialization(
+                "extraction", partition=key, metadata=outcome_metadata(success)
             )
             events.append(
-                entry(DagsterEventType.ASSET_OBSERVATION, AssetObservationData(observation))
+                entry(
+                    DagsterEventType.ASSET_MATERIALIZATION, StepMaterializationData(extraction), run
+                )
             )
-        if still_failed:
-            return events
-        success = ExtractionRecord(
-            **base,
-            pages=1,
-            status="extracted",
-            record=self.invoice,
-            call=self.call,
-            extracted_at=self.now,
-        )
-        extraction = dg.AssetMaterialization(
-            "extraction", partition=key, metadata=outcome_metadata(success)
-        )
-        events.append(
-            entry(DagsterEventType.ASSET_MATERIALIZATION, StepMaterializationData(extraction))
-        )
         return events
 
     def _runs(self, keys: Sequence[str]) -> Iterator[tuple[int, str, Sequence[str]]]:
@@ -448,7 +468,7 @@ def _templates(
     templates = []
     for entry in history.events(_KEY, _RUN, *shape, lambda: _WHEN):
         row = storage._event_to_row(entry)
-        if row["event"].count(repr(_WHEN)) != 1 or row["event"].count(f'"{_RUN}"') != 1:
+        if row["event"].count(repr(_WHEN)) != 1 or row["event"].count(_RUN) != 1:
             raise ValueError("the placeholders are not where a template needs them")
         if row["timestamp"] != _storage_timestamp(_WHEN):
             raise ValueError("the template's timestamp column is not its event's")
