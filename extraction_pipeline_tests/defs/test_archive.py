@@ -104,6 +104,17 @@ def assert_status_stored_for_the_live_set(instance: dg.DagsterInstance) -> None:
         assert _readable(read) == _readable(rebuilt)
 
 
+def latest_of_every_partition(instance: dg.DagsterInstance, keys: list[str]) -> set[str]:
+    """The partitions for which the storage answers Dagster's question without partitions,
+    checked equal to its answer for those partitions asked by name."""
+    source, materialized = dg.AssetKey("source_document"), dg.DagsterEventType.ASSET_MATERIALIZATION
+    storage = instance.event_log_storage
+    latest = storage.get_latest_storage_id_by_partition(source, materialized)
+    by_name = storage.get_latest_storage_id_by_partition(source, materialized, set(keys))
+    assert latest == {key: by_name[key] for key in latest}
+    return set(latest)
+
+
 def documents_table(settings: Settings) -> set[str]:
     data = (settings.data_dir / "tables" / "documents.parquet").read_bytes()
     return {row["document_key"] for row in pq.read_table(io.BytesIO(data)).to_pylist()}
@@ -149,6 +160,9 @@ def test_settled_documents_are_archived_and_keep_history_rows_and_their_paid_ans
     assert result.cursor == "0"  # stopped at the young one: the next pass starts at the head
     # The assets' partition status is stored for the live set, as Dagster would rebuild it.
     assert_status_stored_for_the_live_set(instance)
+    # Dagster's "latest event of every partition" (its staleness check of one partition asks
+    # it of the asset and its parent) is answered over the live partitions.
+    assert latest_of_every_partition(instance, keys) == {failed, young}
 
     # Schedules no longer see them; the failed one is still retried, and its run's refresh
     # keeps the archived documents' rows.
@@ -170,6 +184,7 @@ def test_settled_documents_are_archived_and_keep_history_rows_and_their_paid_ans
     # Its partition is back with its history: the status stored for the new set says extracted.
     assert extracted in stored_status(instance, "extraction")["materialized"]
     assert_status_stored_for_the_live_set(instance)
+    assert latest_of_every_partition(instance, keys) == {extracted, failed, young}
     assert run(instance, archiving, "intake_job", extracted).success
     assert model_simulator.requests()["count"] == paid + 1  # the retry only: nothing paid twice
 
