@@ -20,7 +20,11 @@ from extraction_pipeline.instance.names import (
     SOURCE_KEY,
     documents_partitions,
 )
-from extraction_pipeline.instance.outcomes import RecordedOutcome, read_outcome
+from extraction_pipeline.instance.outcomes import (
+    RecordedOutcome,
+    read_outcome,
+    retryable_from_tag,
+)
 
 # Dagster warns on every query of planned events by partition that events planned for a whole
 # partition subset are not returned. Runs here plan each document's partition on its own (one
@@ -122,7 +126,7 @@ def extraction_attempts_of(
         if row is None:
             retryable = None
         elif row.tag is not None:
-            retryable = row.tag == "true"
+            retryable = retryable_from_tag(row.tag)
         else:
             outcome = untagged.get(key)
             retryable = outcome.retryable if outcome else None

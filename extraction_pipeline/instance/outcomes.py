@@ -131,6 +131,11 @@ def outcome_tags(outcome: ExtractionRecord) -> dict[str, str]:
     return {RETRYABLE_TAG: "true" if outcome.retryable else "false"}
 
 
+def retryable_from_tag(value: str | None) -> bool | None:
+    """A failure's retryability from its `outcome_tags` value (None: the event has no tag)."""
+    return None if value is None else value == "true"
+
+
 def read_outcome(record: dg.EventLogRecord) -> RecordedOutcome | None:
     """The document outcome a stored event records, or None when it records none (another
     asset, another event type, no partition)."""
