@@ -27,28 +27,23 @@ from extraction_pipeline.instance.dagster_compat import (
     last_planned_storage_id,
     partition_keys_stamp,
 )
+from extraction_pipeline.instance.event_log import LIVE_LIMIT, live_documents
 from extraction_pipeline.instance.facts import MATERIALIZED, PLANNED, latest_storage_ids
 from extraction_pipeline.instance.names import (
     DOCUMENT_KEYS,
-    DOCUMENTS_PARTITIONS_NAME,
     documents_partitions,
 )
 
-# Live keys beyond which the status is left to Dagster's readers: building it takes two indexed
-# queries per thousand keys (~5 ms each) and a look at the unfinished ones' runs, paid by a
-# sensor tick; carrying a stored one over reads only the added keys.
-LIVE_LIMIT = 100_000
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 RUNS_PER_QUERY = 100
 
 
 def live_keys_within_limit(instance: dg.DagsterInstance) -> list[str] | None:
-    """The live `documents` partitions in Dagster's order, or None when there are more than
-    LIVE_LIMIT (read no further than that)."""
-    page = instance.get_paginated_dynamic_partitions(
-        DOCUMENTS_PARTITIONS_NAME, limit=LIVE_LIMIT, ascending=True
-    )
-    return None if page.has_more else list(page.results)
+    """The live documents, or None above LIVE_LIMIT: beyond it the status is left to Dagster's
+    readers (building it takes two indexed queries per thousand keys, ~5 ms each, and a look at
+    the unfinished ones' runs, paid by a sensor tick; carrying a stored one over reads only the
+    added keys)."""
+    return live_documents(instance.event_log_storage)  # type: ignore[arg-type]
 
 
 def refresh_partition_status(
