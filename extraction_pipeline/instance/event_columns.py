@@ -66,6 +66,26 @@ def event_rows(
     return rows
 
 
+def latest_ids_by_partition(
+    storage: Any,
+    asset: dg.AssetKey,
+    event_type: dg.DagsterEventType,
+    keys: Sequence[str],
+    after_cursor: int | None = None,
+) -> dict[str, int]:
+    """The storage id of the latest `event_type` event of `asset` for each of `keys` that has
+    one (after `after_cursor`): `storage`'s own `get_latest_storage_id_by_partition`, asked a
+    thousand keys at a time, so the cost follows `keys`, not the history."""
+    latest: dict[str, int] = {}
+    for chunk in _chunks(keys):
+        latest.update(
+            storage.get_latest_storage_id_by_partition(
+                asset, event_type, partitions=set(chunk), after_cursor=after_cursor
+            )
+        )
+    return latest
+
+
 def _chunks(items: Sequence[Any]) -> list[list[Any]]:
     return [list(items[start : start + CHUNK]) for start in range(0, len(items), CHUNK)]
 

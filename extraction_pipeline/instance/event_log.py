@@ -54,6 +54,7 @@ from extraction_pipeline.instance.dagster_compat import (
     ASSET_EVENTS,
     SqlEventLogStorageTable,
 )
+from extraction_pipeline.instance.event_columns import latest_ids_by_partition
 from extraction_pipeline.instance.names import (
     DOCUMENT_KEYS,
     DOCUMENTS_PARTITIONS_NAME,
@@ -70,7 +71,6 @@ EVENT_BATCH_SIZE = "2000"
 # over the live ones, a thousand per query (here, and the stored status in partition_status.py);
 # above it the one pass over the history is the cheaper.
 LIVE_LIMIT = 100_000
-LIVE_CHUNK = 1000
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,15 +114,8 @@ class PooledPostgresEventLogStorage(PooledStorage, PostgresEventLogStorage):
             return super().get_latest_storage_id_by_partition(
                 asset_key, event_type, partitions, after_cursor
             )
-        latest: dict[str, int] = {}
-        for start in range(0, len(live), LIVE_CHUNK):
-            chunk = set(live[start : start + LIVE_CHUNK])
-            latest.update(
-                super().get_latest_storage_id_by_partition(
-                    asset_key, event_type, chunk, after_cursor
-                )
-            )
-        return latest
+        # Asked with partitions, each chunk is the stock query.
+        return latest_ids_by_partition(self, asset_key, event_type, live, after_cursor)
 
     def get_asset_tags_to_index(self, tag_keys: set[str]) -> set[str]:
         return super().get_asset_tags_to_index(tag_keys) | (tag_keys & {RETRYABLE_TAG})

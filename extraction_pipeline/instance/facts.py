@@ -12,7 +12,11 @@ from extraction_pipeline.core.operations.lifecycle import (
 )
 from extraction_pipeline.instance.batches import documents_in_open_batches
 from extraction_pipeline.instance.document_runs import run_document_keys
-from extraction_pipeline.instance.event_columns import event_rows, planned_runs
+from extraction_pipeline.instance.event_columns import (
+    event_rows,
+    latest_ids_by_partition,
+    planned_runs,
+)
 from extraction_pipeline.instance.names import (
     DOCUMENTS_PARTITIONS_NAME,
     EXTRACTION_KEY,
@@ -214,12 +218,4 @@ def latest_storage_ids(
     """The storage id of the latest `event_type` event of `asset` for each of `keys` that has
     one: one indexed query per thousand keys reading only partitions and storage ids (decoding
     the events cost 0.15 s per thousand keys), so the cost follows `keys`, not the history."""
-    latest: dict[str, int] = {}
-    for start in range(0, len(keys), 1000):
-        chunk = set(keys[start : start + 1000])
-        latest.update(
-            instance.event_log_storage.get_latest_storage_id_by_partition(
-                asset, event_type, partitions=chunk
-            )
-        )
-    return latest
+    return latest_ids_by_partition(instance.event_log_storage, asset, event_type, keys)
